@@ -1,0 +1,223 @@
+"""The control plane: turn the registry's endpoints into pools and routes.
+
+``apply`` and ``remove`` act at once for API calls; a reconcile loop repeats
+the same from the registry (so a restart, or a second process editing the
+database, converges), runs the autoscaler, checks replica memory and flushes
+the meter. Each of those managers fails alone: one bug does not stop the loop.
+The gateway reads ``routes``, a dict replaced whole on every change, and never
+waits for the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zeroserve.control.autoscaler import AutoscalerState, AutoscalingContext, desired_replicas
+from zeroserve.control.policy import cumulative, pick
+from zeroserve.errors import ZeroserveError
+from zeroserve.metrics import Metrics, VariantMetrics
+from zeroserve.registry.registry import Registry
+from zeroserve.serving.pool import Pool, PoolConfig, UsageSink
+from zeroserve.settings import Settings
+from zeroserve.types import EndpointSpec, ModelVersionInfo, Signature, VariantSpec
+
+log = logging.getLogger("zeroserve.controller")
+
+AUTOSCALE_INTERVAL_S = 0.25
+MEMORY_CHECK_INTERVAL_S = 0.25
+
+PoolKey = tuple[str, str, str, int]
+
+
+@dataclass(slots=True)
+class VariantRoute:
+    spec: VariantSpec
+    version: ModelVersionInfo
+    pool: Pool
+    metrics: VariantMetrics
+    signature: Signature
+
+
+@dataclass(slots=True)
+class Route:
+    spec: EndpointSpec
+    variants: list[VariantRoute]
+    cum_weights: list[float]
+    shadow: VariantRoute | None = None
+    in_flight: int = 0
+
+    def choose(self, u: float | None = None) -> VariantRoute:
+        if len(self.variants) == 1:
+            return self.variants[0]
+        return self.variants[pick(self.cum_weights, random.random() if u is None else u)]
+
+    def for_version(self, version: int) -> VariantRoute | None:
+        for v in self.variants:
+            if v.spec.version == version:
+                return v
+        return None
+
+
+@dataclass
+class _Managed:
+    pool: Pool
+    scaler: AutoscalerState = field(default_factory=AutoscalerState)
+
+
+class Controller:
+    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics,
+                 meter: UsageSink | None = None) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.meter = meter
+        self.routes: dict[str, Route] = {}
+        self._pools: dict[PoolKey, _Managed] = {}
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.extra_managers: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
+
+    # lifecycle
+    async def start(self) -> None:
+        await self.reconcile()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._lock:
+            await asyncio.gather(*(m.pool.stop() for m in self._pools.values()),
+                                 return_exceptions=True)
+            self._pools.clear()
+            self.routes = {}
+
+    # desired state -> pools and routes
+    async def apply(self, spec: EndpointSpec) -> Route:
+        async with self._lock:
+            return await self._apply(spec)
+
+    async def remove(self, name: str) -> None:
+        async with self._lock:
+            self.routes = {k: v for k, v in self.routes.items() if k != name}
+            await self._collect_unused()
+
+    async def reconcile(self) -> None:
+        specs = await asyncio.to_thread(self.registry.list_endpoints)
+        async with self._lock:
+            wanted = {s.name for s in specs}
+            self.routes = {k: v for k, v in self.routes.items() if k in wanted}
+            for spec in specs:
+                current = self.routes.get(spec.name)
+                if current is not None and current.spec == spec:
+                    continue
+                try:
+                    await self._apply(spec)
+                except ZeroserveError as exc:
+                    log.error("endpoint cannot start", extra={"endpoint": spec.name,
+                                                               "error": exc.message})
+            await self._collect_unused()
+
+    async def _apply(self, spec: EndpointSpec) -> Route:
+        variants = []
+        for vspec in spec.variants:
+            variants.append(await self._variant_route(spec.name, vspec))
+        shadow = await self._variant_route(spec.name, spec.shadow) if spec.shadow else None
+        route = Route(spec, variants, cumulative([v.spec.weight for v in variants]), shadow)
+        self.routes = {**self.routes, spec.name: route}
+        await self._collect_unused()
+        return route
+
+    async def _variant_route(self, endpoint: str, vspec: VariantSpec) -> VariantRoute:
+        version = await asyncio.to_thread(self.registry.get_version, vspec.model, vspec.version)
+        key: PoolKey = (endpoint, vspec.name, vspec.model, vspec.version)
+        metrics = self.metrics.for_variant(endpoint, vspec.name)
+        managed = self._pools.get(key)
+        if managed is None:
+            artifact_dir = await asyncio.to_thread(self.registry.artifact_dir, version)
+            config = PoolConfig(endpoint=endpoint, spec=vspec, artifact_dir=artifact_dir,
+                                start_timeout_s=self.settings.replica_start_timeout_s,
+                                zygote_name=f"{vspec.model} v{vspec.version}")
+            pool = Pool(config, metrics, self.meter,
+                        on_crash=lambda reason: self.metrics.crash(endpoint, vspec.name, reason))
+            await pool.start()
+            managed = self._pools[key] = _Managed(pool)
+        elif managed.pool.spec != vspec:
+            managed.pool.spec = vspec  # limits and scaling apply in place
+            await managed.pool.scale_to(max(managed.pool.target, vspec.scaling.min_replicas))
+        return VariantRoute(vspec, version, managed.pool, metrics, version.signature)
+
+    async def _collect_unused(self) -> None:
+        used = {id(v.pool) for r in self.routes.values()
+                for v in [*r.variants, *([r.shadow] if r.shadow else [])]}
+        stale = [k for k, m in self._pools.items() if id(m.pool) not in used]
+        for key in stale:
+            managed = self._pools.pop(key)
+            await managed.pool.stop()
+            managed.pool.metrics.replicas.set(0)
+
+    # the loop
+    async def _loop(self) -> None:
+        managers: list[tuple[str, float, Callable[[], Awaitable[None]]]] = [
+            ("autoscaler", AUTOSCALE_INTERVAL_S, self.autoscale),
+            ("memory", MEMORY_CHECK_INTERVAL_S, self._check_memory),
+            ("reconcile", self.settings.reconcile_interval_s * 10, self.reconcile),
+            *self.extra_managers,
+        ]
+        next_run = dict.fromkeys((m[0] for m in managers), 0.0)
+        while True:
+            now = time.monotonic()
+            for name, interval, update in managers:
+                if now < next_run[name]:
+                    continue
+                next_run[name] = now + interval
+                try:
+                    await update()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("controller manager failed", extra={"manager": name})
+            await asyncio.sleep(AUTOSCALE_INTERVAL_S / 2)
+
+    async def autoscale(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for managed in list(self._pools.values()):
+            pool = managed.pool
+            stats = pool.stats()
+            ctx = AutoscalingContext(
+                now=now, config=pool.spec.scaling, current_replicas=stats.replicas + stats.starting,
+                in_flight=stats.in_flight, last_request_at=stats.last_request_at,
+                state=managed.scaler, queued_jobs=self.queued_jobs(pool),
+            )
+            target, managed.scaler = desired_replicas(ctx)
+            pool.metrics.queue_depth.set(stats.queued)
+            pool.metrics.in_flight.set(stats.in_flight)
+            if target != pool.target or target != stats.replicas + stats.starting:
+                await pool.scale_to(target)
+
+    def queued_jobs(self, pool: Pool) -> int:
+        """Durable-queue depth for this pool's endpoint; the async service overrides it."""
+        return 0
+
+    async def _check_memory(self) -> None:
+        for managed in list(self._pools.values()):
+            largest = managed.pool.check_memory()
+            observe = getattr(self.meter, "observe_memory", None)
+            if observe is not None and largest:
+                observe(managed.pool.endpoint, managed.pool.spec.name, largest)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        route = self.routes.get(name)
+        if route is None:
+            return {"ready": False, "variants": []}
+        pools = [v.pool.describe() for v in route.variants]
+        return {"ready": True, "in_flight": route.in_flight, "variants": pools,
+                "shadow": route.shadow.pool.describe() if route.shadow else None}

@@ -1,0 +1,1 @@
+"""Tables of the meter's usage rollups (declared on zeroserve.db.Base)."""

@@ -1,0 +1,204 @@
+"""Build the server: registry, controller, data plane and control API in one ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from zeroserve import __version__
+from zeroserve.control.controller import Controller
+from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
+from zeroserve.gateway import control_api, v2
+from zeroserve.gateway.dataplane import DataPlane, key_digest
+from zeroserve.metrics import Metrics
+from zeroserve.registry.registry import Registry
+from zeroserve.settings import Settings
+
+log = logging.getLogger("zeroserve.server")
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    registry: Registry
+    metrics: Metrics
+    controller: Controller
+    meter: Any = None
+
+
+def error_response(exc: ZeroserveError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_error(_req: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ZeroserveError)
+        return error_response(exc)
+
+    async def on_validation(_req: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse({"error": f"invalid request: {problems}", "code": "invalid_request"},
+                            status_code=422)
+
+    async def on_http(_req: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = {404: "no such route; see /api/docs for the API",
+                   405: "method not allowed on this route"}.get(exc.status_code, str(exc.detail))
+        return JSONResponse({"error": message, "code": "http_error"}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    async def on_unexpected(_req: Request, exc: Exception) -> Response:
+        log.exception("unexpected error in the control API", exc_info=exc)
+        return JSONResponse({"error": "internal error; see the server log",
+                             "code": "internal_error"}, status_code=500)
+
+    app.add_exception_handler(ZeroserveError, on_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def admin_guard(settings: Settings) -> Any:
+    admin = {key_digest(k) for k in settings.admin_api_keys}
+
+    async def check(request: Request) -> None:
+        if not settings.auth_enabled:
+            return
+        auth = request.headers.get("authorization", "")
+        key = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        if not key:
+            raise Unauthorized("the control API requires an admin API key: send "
+                               "'Authorization: Bearer <key>'")
+        if hashlib.sha256(key.encode()).digest() not in admin:
+            raise Forbidden("this key is not an admin key; the control API needs one from "
+                            "ZEROSERVE_ADMIN_API_KEYS")
+
+    return check
+
+
+def ops_router() -> APIRouter:
+    router = APIRouter()
+
+    def zs(request: Request) -> ServerState:
+        return request.app.state.zs  # type: ignore[no-any-return]
+
+    @router.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        state = zs(request)
+        wanted = {e.name for e in await asyncio.to_thread(state.registry.list_endpoints)}
+        missing = sorted(wanted - set(state.controller.routes))
+        if missing:
+            return JSONResponse({"status": "starting", "not_ready": missing}, status_code=503)
+        return JSONResponse({"status": "ready", "endpoints": sorted(wanted)})
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        return Response(zs(request).metrics.render(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @router.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "zeroserve", "version": __version__,
+                "extensions": ["binary_tensor_data"]}
+
+    @router.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/v2/health/ready")
+    async def ready(request: Request) -> Response:
+        return await readyz(request)
+
+    @router.get("/v2/models/{name}")
+    @router.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(request: Request, name: str, version: int | None = None) -> Any:
+        route = zs(request).controller.routes.get(name)
+        if route is None:
+            raise ModelNotFound(f"no model endpoint named {name!r}; deploy it first")
+        variant = route.for_version(version) if version is not None else route.variants[0]
+        if variant is None:
+            raise ModelNotFound(f"endpoint {name!r} does not serve version {version}")
+        return v2.model_metadata(name, [v.spec.version for v in route.variants],
+                                 variant.version.flavor.value, variant.signature)
+
+    @router.get("/v2/models/{name}/ready")
+    @router.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(request: Request, name: str, version: int | None = None) -> Response:
+        route = zs(request).controller.routes.get(name)
+        ok = route is not None and (version is None or route.for_version(version) is not None)
+        if route is not None and ok:
+            variants = route.variants if version is None else [route.for_version(version)]
+            ok = all(v is not None and v.pool.zygote.alive for v in variants)
+        body = {"name": name, "ready": ok}
+        return JSONResponse(body, status_code=200 if ok else 400)
+
+    return router
+
+
+def create_app(settings: Settings | None = None) -> DataPlane:
+    """The ASGI app: the inference fast path in front of a FastAPI app for the rest."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry.open(settings.resolved_database_url, settings.resolved_artifact_url,
+                             cache_dir=settings.data_dir / "cache")
+    metrics = Metrics()
+    meter = _make_meter()
+    controller = Controller(registry, settings, metrics, meter)
+    state = ServerState(settings, registry, metrics, controller, meter)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await controller.start()
+        log.info("zeroserve ready", extra={"host": settings.host, "port": settings.port,
+                                            "endpoints": sorted(controller.routes)})
+        try:
+            yield
+        finally:
+            await controller.stop()
+
+    api = FastAPI(title="zeroserve", version=__version__, lifespan=lifespan,
+                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    api.state.zs = state
+    api.state.session_factory = registry.sessions
+    api.state.meter = meter
+    install_error_handlers(api)
+    guard = [Depends(admin_guard(settings))]
+    api.include_router(control_api.router, prefix="/api", dependencies=guard)
+    _include_extras(api, guard)
+    api.include_router(ops_router())
+    gateway = DataPlane(controller, settings, metrics, api)
+    gateway.state = state  # type: ignore[attr-defined]
+    return gateway
+
+
+def _make_meter() -> Any:
+    try:
+        from zeroserve.cost.meter import Meter
+    except ImportError:
+        return None
+    return Meter()
+
+
+def _include_extras(api: FastAPI, guard: list[Any]) -> None:
+    try:
+        from zeroserve.cost.api import router as cost_router
+    except ImportError:
+        return
+    api.include_router(cost_router, prefix="/api/cost", dependencies=guard)

@@ -1,0 +1,261 @@
+"""The control plane's JSON API under ``/api``: models, versions, endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from pydantic import BaseModel, Field
+
+from zeroserve.errors import BadRequest, Conflict, InvalidArtifact, ZeroserveError
+from zeroserve.registry.packaging import PackageRequest, PackageResult
+from zeroserve.types import (
+    EndpointSpec,
+    Mode,
+    ModelInfo,
+    ModelVersionInfo,
+    ScalingSpec,
+    Signature,
+    Stage,
+    VariantSpec,
+)
+
+PACKAGE_TIMEOUT_S = 600
+
+router = APIRouter()
+
+
+def state(request: Request) -> Any:
+    return request.app.state.zs
+
+
+class StageChange(BaseModel):
+    stage: Stage
+    archive_existing: bool = Field(
+        True, description="move the version that held this stage to archived"
+    )
+
+
+class AliasChange(BaseModel):
+    version: int
+
+
+class DeployRequest(BaseModel):
+    """Deploy one model version as an endpoint (replacing its variants)."""
+
+    model: str
+    ref: str | None = Field(None, description="version number, alias, 'latest' or '@stage'")
+    endpoint: str | None = Field(None, description="default: the model name")
+    mode: Mode = Mode.REALTIME
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    provisioned: int | None = Field(None, ge=0)
+    target_concurrency: float | None = Field(None, gt=0)
+    max_queue: int | None = Field(None, ge=1)
+    idle_timeout_s: float | None = Field(None, gt=0)
+    memory_limit_mb: int | None = Field(None, ge=16)
+    max_batch_size: int | None = Field(None, ge=1)
+    max_batch_wait_ms: float | None = Field(None, ge=0)
+    request_timeout_s: float | None = Field(None, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+
+
+class EndpointStatus(BaseModel):
+    spec: EndpointSpec
+    status: dict[str, Any]
+
+
+# models
+@router.get("/models", response_model=list[ModelInfo])
+async def list_models(request: Request) -> list[ModelInfo]:
+    return await asyncio.to_thread(state(request).registry.list_models)  # type: ignore[no-any-return]
+
+
+@router.post("/models/{name}/versions", response_model=ModelVersionInfo, status_code=201)
+async def register_version(
+    request: Request,
+    name: str,
+    file: Annotated[UploadFile, File(description="the model file")],
+    flavor: Annotated[str | None, Form()] = None,
+    trust: Annotated[bool, Form()] = False,
+    compile: Annotated[str | None, Form()] = None,
+    tolerance: Annotated[float, Form()] = 1e-5,
+    entrypoint: Annotated[str | None, Form()] = None,
+    description: Annotated[str, Form()] = "",
+    signature: Annotated[str | None, Form(description="signature JSON")] = None,
+    sample: Annotated[UploadFile | None, File(description=".npy, .csv or .parquet rows")] = None,
+) -> ModelVersionInfo:
+    """Register a model file as the next version of ``name``.
+
+    Pickle-based files (joblib, pickle) and python models need ``trust``;
+    ``compile=onnx`` converts a scikit-learn model and checks its outputs.
+    """
+    zs = state(request)
+    with tempfile.TemporaryDirectory(prefix="zs-register-") as tmp:
+        work = Path(tmp)
+        source = work / "upload" / Path(file.filename or "model.bin").name
+        source.parent.mkdir()
+        with source.open("wb") as fh:
+            await asyncio.to_thread(shutil.copyfileobj, file.file, fh)
+        sample_path = None
+        if sample is not None and sample.filename:
+            sample_path = work / ("sample" + Path(sample.filename).suffix)
+            with sample_path.open("wb") as fh:
+                await asyncio.to_thread(shutil.copyfileobj, sample.file, fh)
+        sig = Signature.model_validate_json(signature) if signature else None
+        req = PackageRequest(source=source, dest=work / "artifact", flavor=flavor, trusted=trust,
+                             entrypoint=entrypoint, sample=sample_path, signature=sig,
+                             compile=compile, tolerance=tolerance)
+        result = await run_packager(req)
+        return await asyncio.to_thread(
+            zs.registry.register_version, name, req.dest, flavor=result.flavor,
+            signature=result.signature, trusted=trust, description=description,
+            metrics=result.metrics,
+        )
+
+
+async def run_packager(req: PackageRequest) -> PackageResult:
+    """Inspect and package the artifact in a child process (it may be hostile or broken)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "zeroserve.registry.packaging", req.model_dump_json(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), PACKAGE_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        raise InvalidArtifact(f"inspecting the artifact took over {PACKAGE_TIMEOUT_S} s") from None
+    lines = out.decode().strip().splitlines()
+    try:
+        reply = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = err.decode().strip().splitlines()[-1:] or ["no output"]
+        raise InvalidArtifact(f"the artifact could not be inspected: {tail[0]}") from None
+    if not reply["ok"]:
+        error = ZeroserveError(reply["error"])
+        error.status_code, error.code = reply["status"], reply["code"]
+        raise error
+    return PackageResult.model_validate(reply["result"])
+
+
+@router.get("/models/{name}", response_model=ModelInfo)
+async def get_model(request: Request, name: str) -> ModelInfo:
+    return await asyncio.to_thread(state(request).registry.get_model, name)  # type: ignore[no-any-return]
+
+
+@router.delete("/models/{name}", status_code=204)
+async def delete_model(request: Request, name: str) -> None:
+    zs = state(request)
+    users = [e.name for e in await asyncio.to_thread(zs.registry.list_endpoints)
+             if any(v.model == name for v in e.variants)]
+    if users:
+        raise Conflict(f"model {name!r} is served by endpoints {', '.join(users)}; delete them first")
+    await asyncio.to_thread(zs.registry.delete_model, name)
+
+
+@router.get("/models/{name}/versions/{ref}", response_model=ModelVersionInfo)
+async def get_version(request: Request, name: str, ref: str) -> ModelVersionInfo:
+    return await asyncio.to_thread(state(request).registry.get_version, name, ref)  # type: ignore[no-any-return]
+
+
+@router.post("/models/{name}/versions/{version}/stage", response_model=ModelVersionInfo)
+async def set_stage(request: Request, name: str, version: int, body: StageChange) -> ModelVersionInfo:
+    return await asyncio.to_thread(  # type: ignore[no-any-return]
+        state(request).registry.set_stage, name, version, body.stage, body.archive_existing)
+
+
+@router.put("/models/{name}/aliases/{alias}", response_model=ModelVersionInfo)
+async def set_alias(request: Request, name: str, alias: str, body: AliasChange) -> ModelVersionInfo:
+    return await asyncio.to_thread(state(request).registry.set_alias, name, alias, body.version)  # type: ignore[no-any-return]
+
+
+@router.delete("/models/{name}/aliases/{alias}", status_code=204)
+async def delete_alias(request: Request, name: str, alias: str) -> None:
+    await asyncio.to_thread(state(request).registry.delete_alias, name, alias)
+
+
+# endpoints
+def spec_from_deploy(body: DeployRequest, version: int) -> EndpointSpec:
+    serverless = body.mode != Mode.REALTIME
+    default_min = 0 if serverless else 1
+    scaling = ScalingSpec(
+        min_replicas=body.min_replicas if body.min_replicas is not None else default_min,
+        max_replicas=body.max_replicas or max(2, body.min_replicas or 1),
+        provisioned=body.provisioned or 0,
+        target_concurrency=body.target_concurrency or ScalingSpec().target_concurrency,
+        max_queue=body.max_queue or ScalingSpec().max_queue,
+        idle_timeout_s=body.idle_timeout_s or (60.0 if serverless else ScalingSpec().idle_timeout_s),
+    )
+    if body.mode == Mode.REALTIME and scaling.min_replicas < 1:
+        raise BadRequest("a realtime endpoint keeps at least one replica; use --mode serverless "
+                         "to scale to zero")
+    if scaling.min_replicas > scaling.max_replicas:
+        raise BadRequest(f"min_replicas {scaling.min_replicas} is above max_replicas "
+                         f"{scaling.max_replicas}")
+    variant = VariantSpec(
+        name=f"v{version}", model=body.model, version=version, weight=1.0,
+        max_batch_size=body.max_batch_size or VariantSpec.model_fields["max_batch_size"].default,
+        max_batch_wait_ms=body.max_batch_wait_ms or 0.0,
+        memory_limit_mb=body.memory_limit_mb, scaling=scaling,
+    )
+    return EndpointSpec(
+        name=body.endpoint or body.model, mode=body.mode, variants=[variant],
+        request_timeout_s=body.request_timeout_s or 60.0, max_concurrency=body.max_concurrency,
+    )
+
+
+@router.post("/deploy", response_model=EndpointStatus, status_code=201)
+async def deploy(request: Request, body: DeployRequest) -> EndpointStatus:
+    """Resolve the model reference and serve it; returns once replicas are ready."""
+    zs = state(request)
+    version = await asyncio.to_thread(zs.registry.get_version, body.model, body.ref)
+    spec = spec_from_deploy(body, version.version)
+    return await _apply(zs, spec)
+
+
+@router.post("/endpoints", response_model=EndpointStatus, status_code=201)
+async def put_endpoint(request: Request, spec: EndpointSpec) -> EndpointStatus:
+    """Create or replace an endpoint from a full spec (variants, weights, shadow)."""
+    return await _apply(state(request), spec)
+
+
+async def _apply(zs: Any, spec: EndpointSpec) -> EndpointStatus:
+    await asyncio.to_thread(zs.registry.put_endpoint, spec)
+    await zs.controller.apply(spec)
+    return EndpointStatus(spec=spec, status=zs.controller.describe(spec.name))
+
+
+@router.get("/endpoints", response_model=list[EndpointStatus])
+async def list_endpoints(request: Request) -> list[EndpointStatus]:
+    zs = state(request)
+    specs = await asyncio.to_thread(zs.registry.list_endpoints)
+    return [EndpointStatus(spec=s, status=zs.controller.describe(s.name)) for s in specs]
+
+
+@router.get("/endpoints/{name}", response_model=EndpointStatus)
+async def get_endpoint(request: Request, name: str) -> EndpointStatus:
+    zs = state(request)
+    spec = await asyncio.to_thread(zs.registry.get_endpoint, name)
+    return EndpointStatus(spec=spec, status=zs.controller.describe(name))
+
+
+@router.delete("/endpoints/{name}", status_code=204)
+async def delete_endpoint(request: Request, name: str) -> None:
+    zs = state(request)
+    await asyncio.to_thread(zs.registry.delete_endpoint, name)
+    await zs.controller.remove(name)
+
+
+@router.get("/settings")
+async def get_settings(request: Request) -> dict[str, Any]:
+    return state(request).settings.public_dict()  # type: ignore[no-any-return]
+
+
+def admin_only(dependency: Any) -> list[Any]:
+    return [Depends(dependency)]

@@ -1,0 +1,183 @@
+"""Open Inference Protocol (KServe v2) requests and responses over HTTP/JSON.
+
+Supports the binary tensor data extension (``Inference-Header-Content-Length``)
+that Triton's clients use by default: tensors travel as raw bytes after the
+JSON header instead of as JSON numbers.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from zeroserve.errors import InvalidInput, MalformedPayload
+from zeroserve.gateway.validation import check_shape, to_tensor
+from zeroserve.types import NUMPY_TO_OIP, OIP_TO_NUMPY, Arrays, Signature, TensorSpec
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON part of a request and the binary tail (empty without the extension)."""
+    if header_length is not None:
+        if header_length > len(body) or header_length < 0:
+            raise MalformedPayload(
+                f"Inference-Header-Content-Length is {header_length} but the body has "
+                f"{len(body)} bytes"
+            )
+        head, tail = body[:header_length], body[header_length:]
+    else:
+        head, tail = body, b""
+    try:
+        request = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedPayload(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise MalformedPayload('an inference request is an object with an "inputs" list, e.g. '
+                               '{"inputs": [{"name": "input", "shape": [1, 4], '
+                               '"datatype": "FP32", "data": [...]}]}')
+    return request, tail
+
+
+def decode_inputs(request: dict[str, Any], tail: bytes, signature: Signature) -> Arrays:
+    arrays: Arrays = {}
+    offset = 0
+    by_name = {s.name: s for s in signature.inputs}
+    for i, item in enumerate(request["inputs"]):
+        if not isinstance(item, dict):
+            raise MalformedPayload(f"inputs[{i}] must be an object with name, shape, datatype")
+        name = item.get("name")
+        spec = by_name.get(name) if isinstance(name, str) else None
+        if spec is None:
+            known = ", ".join(by_name)
+            raise InvalidInput(f"inputs[{i}] names {name!r}; this model takes: {known}")
+        shape, datatype = item.get("shape"), item.get("datatype")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise MalformedPayload(f"inputs[{i}].shape must be a list of non-negative integers")
+        if datatype not in OIP_TO_NUMPY:
+            raise InvalidInput(f"inputs[{i}].datatype {datatype!r} is not an OIP datatype; "
+                               f"this input takes {spec.datatype}")
+        where = f"inputs[{i}] ({name})"
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            arr = _from_binary(tail, offset, int(size), datatype, shape, where)
+            offset += int(size)
+        else:
+            data = item.get("data")
+            if data is None:
+                raise MalformedPayload(f"{where} has no data")
+            arr = _from_json(data, datatype, shape, where)
+        arrays[spec.name] = _conform(arr, spec, where)
+    missing = set(by_name) - set(arrays)
+    if missing:
+        raise InvalidInput(f"missing inputs: {', '.join(sorted(missing))}")
+    return arrays
+
+
+def _from_binary(tail: bytes, offset: int, size: int, datatype: str, shape: list[int],
+                 where: str) -> np.ndarray[Any, Any]:
+    if offset + size > len(tail):
+        raise MalformedPayload(f"{where}: binary_data_size {size} runs past the end of the body")
+    if datatype == "BYTES":
+        raise InvalidInput(f"{where}: binary BYTES tensors are not supported; send them as JSON")
+    dtype = np.dtype(OIP_TO_NUMPY[datatype])
+    count = int(np.prod(shape)) if shape else 1
+    if count * dtype.itemsize != size:
+        raise InvalidInput(f"{where}: shape {shape} of {datatype} needs {count * dtype.itemsize} "
+                           f"bytes, got {size}")
+    return np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+
+def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray[Any, Any]:
+    dtype = OIP_TO_NUMPY[datatype]
+    spec = TensorSpec(name=where, dtype=dtype, shape=[-1], allow_nan=True)
+    flat = to_tensor(data, spec, where).reshape(-1) if dtype != "object" else np.asarray(data)
+    expected = int(np.prod(shape)) if shape else 1
+    if flat.size != expected:
+        raise InvalidInput(f"{where}: shape {shape} holds {expected} values, data has {flat.size}")
+    return flat.reshape(shape)
+
+
+def _conform(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+    if arr.dtype != np.dtype(spec.dtype):
+        if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
+            arr = arr.astype(spec.dtype)
+        else:
+            raise InvalidInput(f"{where} is {NUMPY_TO_OIP.get(str(arr.dtype), arr.dtype)}; "
+                               f"this input takes {spec.datatype}")
+    check_shape(arr, spec, where)
+    if not spec.allow_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
+        raise InvalidInput(f"{where} contains NaN; input {spec.name!r} does not accept missing "
+                           "values: impute them before sending")
+    return arr
+
+
+def requested_outputs(request: dict[str, Any], signature: Signature) -> tuple[list[str], set[str]]:
+    """Output names to return, and which of them go back as binary."""
+    all_names = [s.name for s in signature.outputs]
+    binary_all = bool((request.get("parameters") or {}).get("binary_data_output"))
+    wanted = request.get("outputs")
+    if not wanted:
+        return all_names, set(all_names) if binary_all else set()
+    names, binary = [], set()
+    for i, out in enumerate(wanted):
+        name = out.get("name") if isinstance(out, dict) else None
+        if name not in all_names:
+            raise InvalidInput(f"outputs[{i}] names {name!r}; this model returns: "
+                               f"{', '.join(all_names)}")
+        names.append(name)
+        if (out.get("parameters") or {}).get("binary_data", binary_all):
+            binary.add(name)
+    return names, binary
+
+
+def encode_response(model: str, version: int, request_id: Any, outputs: Arrays,
+                    names: list[str], binary: set[str]) -> tuple[bytes, dict[str, str]]:
+    items: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in names:
+        arr = outputs[name]
+        datatype = "BYTES" if arr.dtype.kind in "OUS" else NUMPY_TO_OIP[str(arr.dtype)]
+        item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if name in binary:
+            blob = _bytes_blob(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+            item["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            item["data"] = arr.reshape(-1).tolist()
+        items.append(item)
+    body: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": items}
+    if request_id is not None:
+        body["id"] = request_id
+    head = orjson.dumps(body)
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(blobs), {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(head)),
+    }
+
+
+def _bytes_blob(arr: np.ndarray[Any, Any]) -> bytes:
+    parts = []
+    for value in arr.reshape(-1):
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(struct.pack("<I", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def model_metadata(name: str, versions: list[int], platform: str,
+                   signature: Signature) -> dict[str, Any]:
+    def tensor(s: TensorSpec) -> dict[str, Any]:
+        return {"name": s.name, "datatype": s.datatype, "shape": s.shape}
+
+    return {
+        "name": name,
+        "versions": [str(v) for v in versions],
+        "platform": platform,
+        "inputs": [tensor(s) for s in signature.inputs],
+        "outputs": [tensor(s) for s in signature.outputs],
+    }

@@ -1,0 +1,1 @@
+"""Tables of jobs kept through SQLAlchemy, if any (declared on zeroserve.db.Base)."""

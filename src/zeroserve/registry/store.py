@@ -1,0 +1,89 @@
+"""The artifact store: files by key under one fsspec URL.
+
+The embedded default is a local directory; ``s3://bucket/prefix`` (with the
+``s3`` extra) or any other fsspec URL works the same way. Runtimes read from
+a local directory, so ``materialize`` copies a remote artifact into a cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+
+from zeroserve.errors import NotFound
+
+
+class ArtifactStore:
+    """Put, get, open and test files by key below a base URL."""
+
+    def __init__(self, base_url: str, cache_dir: Path | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.fs: Any
+        self.fs, self._root = fsspec.core.url_to_fs(self.base_url)
+        self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+        self.cache_dir = cache_dir
+
+    def url(self, key: str) -> str:
+        return f"{self.base_url}/{key.lstrip('/')}"
+
+    def _path(self, key: str) -> str:
+        return f"{self._root}/{key.lstrip('/')}"
+
+    def put(self, key: str, local_path: Path) -> str:
+        """Copy a local file or directory under ``key``; returns its URL."""
+        target = self._path(key)
+        if self.is_local:
+            dest = Path(target)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if local_path.is_dir():
+                shutil.copytree(local_path, dest, dirs_exist_ok=True)
+            else:
+                shutil.copy2(local_path, dest)
+        else:
+            self.fs.put(str(local_path), target, recursive=local_path.is_dir())
+        return self.url(key)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        target = self._path(key)
+        if self.is_local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        with self.fs.open(target, "wb") as fh:
+            fh.write(data)
+        return self.url(key)
+
+    def get(self, key: str, local_path: Path) -> Path:
+        if not self.exists(key):
+            raise NotFound(f"artifact {self.url(key)} does not exist in the store")
+        self.fs.get(self._path(key), str(local_path), recursive=True)
+        return local_path
+
+    def open(self, key: str, mode: str = "rb") -> IO[bytes]:
+        if "r" in mode and not self.exists(key):
+            raise NotFound(f"artifact {self.url(key)} does not exist in the store")
+        handle: IO[bytes] = self.fs.open(self._path(key), mode)
+        return handle
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def delete(self, key: str) -> None:
+        if self.exists(key):
+            self.fs.rm(self._path(key), recursive=True)
+
+    def materialize(self, key: str) -> Path:
+        """A local directory holding ``key``: the store itself when local, else a cached copy."""
+        if self.is_local:
+            path = Path(self._path(key))
+            if not path.exists():
+                raise NotFound(f"artifact {self.url(key)} does not exist in the store")
+            return path
+        if self.cache_dir is None:
+            raise NotFound("a remote artifact store needs a local cache directory")
+        local = self.cache_dir / key
+        if not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            self.get(key, local)
+        return local

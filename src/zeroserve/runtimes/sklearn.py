@@ -1,0 +1,72 @@
+"""scikit-learn models from skops files (safe) or joblib/pickle (trusted only)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from zeroserve.errors import UntrustedArtifact, require
+from zeroserve.runtimes.base import ArtifactMeta, Runtime
+from zeroserve.types import Arrays
+
+PICKLE_FORMATS = ("joblib", "pickle")
+# skops reconstructs these libraries' own classes (tree structures, dtypes)
+# from data without calling code from the file, so they need no --trust.
+LIBRARY_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+
+
+def load_sklearn(path: Path, fmt: str, trusted: bool) -> Any:
+    """Load an estimator; pickle-based formats only when the operator trusted them."""
+    if fmt == "skops":
+        sio = require("skops.io", "sklearn")
+        untrusted = sio.get_untrusted_types(file=str(path))
+        foreign = [t for t in untrusted if not t.startswith(LIBRARY_PREFIXES)]
+        if foreign and not trusted:
+            raise UntrustedArtifact(
+                f"{path.name} contains types skops does not trust by default: "
+                f"{', '.join(foreign)}; review them and register with --trust to allow them"
+            )
+        return sio.load(str(path), trusted=untrusted or None)
+    if fmt in PICKLE_FORMATS:
+        if not trusted:
+            raise UntrustedArtifact(
+                f"{path.name} is a {fmt} file: loading it runs arbitrary code from the file. "
+                "Register it with --trust if you produced it yourself, or save the model "
+                "with skops (skops.io.dump) and register the .skops file instead"
+            )
+        joblib = require("joblib", "sklearn")
+        return joblib.load(path)
+    raise UntrustedArtifact(f"unknown scikit-learn artifact format {fmt!r}")
+
+
+class SklearnRuntime(Runtime):
+    flavor: ClassVar[str] = "sklearn"
+
+    def __init__(self, meta: ArtifactMeta) -> None:
+        super().__init__(meta)
+        self.model: Any = None
+        self.is_classifier = False
+
+    def load(self, artifact_dir: Path) -> None:
+        self.model = load_sklearn(artifact_dir / self.meta.file, self.meta.format, self.meta.trusted)
+        self.is_classifier = hasattr(self.model, "predict_proba") and hasattr(
+            self.model, "classes_"
+        )
+        # Fitted with a DataFrame, predicting on an ndarray warns on every call.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        if hasattr(self.model, "n_jobs"):
+            self.model.n_jobs = 1
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        x = self.single_input(inputs)
+        if self.is_classifier:
+            proba = self.model.predict_proba(x)
+            label = self.model.classes_.take(np.argmax(proba, axis=1), axis=0)
+            return {"label": label, "probabilities": proba}
+        return {"prediction": np.asarray(self.model.predict(x))}
+
+    def unload(self) -> None:
+        self.model = None

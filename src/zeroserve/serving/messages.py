@@ -1,0 +1,99 @@
+"""Frames between the gateway and its replicas over a Unix socket.
+
+A frame is a fixed header, a small JSON document (the metadata) and the raw
+bytes of each numeric array, in order:
+
+    <u32 meta length> <u32 buffer count> <u64 length of each buffer...>
+    <meta: orjson>    <buffer 0> <buffer 1> ...
+
+Arrays travel as their own memory, with dtype and shape in the metadata; no
+pickle crosses the channel, so a compromised replica cannot run code in the
+gateway. Arrays of strings or objects (rare: string class labels) travel as
+JSON lists.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from zeroserve.types import Arrays
+
+HEAD = struct.Struct("<II")
+MAX_META = 64 * 1024 * 1024
+
+Frame = tuple[dict[str, Any], Arrays]
+
+
+def encode(meta: dict[str, Any], arrays: Arrays | None = None) -> list[bytes | memoryview]:
+    """The frame's parts, ready for ``sendmsg``/``writelines`` without joining."""
+    specs: list[dict[str, Any]] = []
+    buffers: list[memoryview] = []
+    for name, arr in (arrays or {}).items():
+        if arr.dtype.kind in "OUSV":
+            specs.append({"name": name, "json": arr.tolist()})
+            continue
+        arr = np.ascontiguousarray(arr)
+        specs.append({"name": name, "dtype": arr.dtype.str, "shape": arr.shape})
+        buffers.append(memoryview(arr).cast("B") if arr.nbytes else memoryview(b""))
+    if specs:
+        meta = {**meta, "arrays": specs}
+    payload = orjson.dumps(meta)
+    lengths = struct.pack(f"<{len(buffers)}Q", *(b.nbytes for b in buffers))
+    return [HEAD.pack(len(payload), len(buffers)) + lengths + payload, *buffers]
+
+
+def decode(payload: bytes, buffers: list[bytearray]) -> Frame:
+    meta: dict[str, Any] = orjson.loads(payload)
+    arrays: Arrays = {}
+    it = iter(buffers)
+    for spec in meta.pop("arrays", ()):
+        if "json" in spec:
+            arrays[spec["name"]] = np.asarray(spec["json"])
+        else:
+            data = next(it)
+            arrays[spec["name"]] = np.frombuffer(data, dtype=np.dtype(spec["dtype"])).reshape(
+                spec["shape"]
+            )
+    return meta, arrays
+
+
+class FrameError(Exception):
+    """The peer closed the channel or sent a malformed frame."""
+
+
+# Blocking side (replicas and the zygote).
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytearray:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            raise FrameError("channel closed")
+        got += n
+    return buf
+
+
+def recv_frame(sock: socket.socket) -> Frame:
+    meta_len, nbuf = HEAD.unpack(_recv_exact(sock, HEAD.size))
+    if meta_len > MAX_META:
+        raise FrameError(f"frame metadata of {meta_len} bytes is too large")
+    lengths = struct.unpack(f"<{nbuf}Q", _recv_exact(sock, 8 * nbuf)) if nbuf else ()
+    payload = _recv_exact(sock, meta_len)
+    return decode(bytes(payload), [_recv_exact(sock, n) for n in lengths])
+
+
+def send_frame(sock: socket.socket, meta: dict[str, Any], arrays: Arrays | None = None) -> None:
+    parts = encode(meta, arrays)
+    total = sum(memoryview(p).nbytes for p in parts)
+    sent = sock.sendmsg(parts)
+    if sent < total:  # a short write: send the rest in order
+        flat = b"".join(parts)
+        sock.sendall(memoryview(flat)[sent:])

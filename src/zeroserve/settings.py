@@ -1,0 +1,110 @@
+"""Typed server settings.
+
+Read, in order of precedence, from keyword arguments, ``ZEROSERVE_*``
+environment variables, and a ``zeroserve.yaml`` file in the working directory
+(or the file named by ``ZEROSERVE_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_PORT = 8300
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("ZEROSERVE_CONFIG", "zeroserve.yaml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZEROSERVE_", extra="ignore")
+
+    data_dir: Path = Field(Path(".zeroserve"), description="where the embedded state lives")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the registry; default: SQLite file in data_dir",
+    )
+    artifact_url: str | None = Field(
+        None, description="fsspec URL of the artifact store; default: data_dir/artifacts"
+    )
+    host: str = Field("127.0.0.1", description="bind address; non-loopback needs api_keys")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    api_keys: list[str] = Field(
+        default_factory=list, description="keys accepted on the data plane"
+    )
+    admin_api_keys: list[str] = Field(
+        default_factory=list, description="keys accepted on the control and data planes"
+    )
+    max_payload_mb: float = Field(6.0, gt=0, description="largest sync request body")
+    reconcile_interval_s: float = Field(1.0, gt=0)
+    replica_start_timeout_s: float = Field(60.0, gt=0)
+    log_level: str = Field("info")
+    log_json: bool = Field(True, description="structured JSON logs")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=_config_file())
+        return (init_settings, env_settings, yaml_source)
+
+    @model_validator(mode="after")
+    def _keys_when_exposed(self) -> Settings:
+        if not is_loopback(self.host) and not (self.api_keys or self.admin_api_keys):
+            raise ValueError(
+                f"binding to {self.host} exposes the server beyond this machine; "
+                "set ZEROSERVE_ADMIN_API_KEYS (and ZEROSERVE_API_KEYS) first, "
+                "or bind to 127.0.0.1"
+            )
+        return self
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * 1024 * 1024)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def resolved_artifact_url(self) -> str:
+        if self.artifact_url:
+            return self.artifact_url
+        return (self.data_dir / "artifacts").resolve().as_uri()
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.admin_api_keys)
+
+    def public_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for key in ("api_keys", "admin_api_keys"):
+            data[key] = ["***"] * len(data[key])
+        return data
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,189 @@
+"""Shared records: signatures, endpoint specs, usage records.
+
+Specs are pydantic models because they cross the API and live in the
+registry as JSON; hot-path records are plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Open Inference Protocol datatypes <-> numpy dtypes.
+OIP_TO_NUMPY: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
+}
+NUMPY_TO_OIP: dict[str, str] = {v: k for k, v in OIP_TO_NUMPY.items()}
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+"""Named tensors, the currency between gateway, worker and runtime."""
+
+
+class Flavor(StrEnum):
+    SKLEARN = "sklearn"
+    ONNX = "onnx"
+    XGBOOST = "xgboost"
+    LIGHTGBM = "lightgbm"
+    PYTHON = "python"
+
+
+class Stage(StrEnum):
+    NONE = "none"
+    STAGING = "staging"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+
+
+class Mode(StrEnum):
+    REALTIME = "realtime"
+    SERVERLESS = "serverless"
+    ASYNC = "async"
+
+
+class TensorSpec(BaseModel):
+    """One named input or output: dtype and shape, ``-1`` for a free dimension."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    dtype: str = Field(description="numpy dtype name, e.g. float32")
+    shape: list[int] = Field(description="-1 marks a variable dimension (the batch)")
+    allow_nan: bool = False
+    names: list[str] | None = Field(
+        default=None, description="column names along the last axis, when known"
+    )
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in NUMPY_TO_OIP:
+            raise ValueError(f"unsupported dtype {value!r}; use one of {sorted(NUMPY_TO_OIP)}")
+        return value
+
+    @property
+    def datatype(self) -> str:
+        return NUMPY_TO_OIP[self.dtype]
+
+    def describe_shape(self) -> str:
+        return "[" + ", ".join("N" if d < 0 else str(d) for d in self.shape) + "]"
+
+
+class Signature(BaseModel):
+    """What a model version takes and returns."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def input(self, name: str) -> TensorSpec | None:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        return None
+
+
+class ScalingSpec(BaseModel):
+    """How many replicas a variant runs and when it scales."""
+
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 2
+    provisioned: Annotated[int, Field(ge=0, description="replicas kept warm at all times")] = 0
+    target_concurrency: Annotated[float, Field(gt=0)] = 4.0
+    max_queue: Annotated[int, Field(ge=1)] = 1024
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    scale_down_delay_s: Annotated[float, Field(ge=0)] = 30.0
+
+
+class VariantSpec(BaseModel):
+    """A model version with a traffic weight and its resources."""
+
+    name: str
+    model: str
+    version: int
+    weight: Annotated[float, Field(ge=0)] = 1.0
+    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    max_batch_wait_ms: Annotated[float, Field(ge=0)] = 0.0
+    memory_limit_mb: Annotated[int, Field(ge=16)] | None = None
+    max_concurrency: Annotated[int, Field(ge=1)] = 1
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+
+
+class EndpointSpec(BaseModel):
+    """A named entry point: its mode, variants and limits."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    mode: Mode = Mode.REALTIME
+    variants: list[VariantSpec]
+    shadow: VariantSpec | None = None
+    request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_concurrency: Annotated[int, Field(ge=1)] | None = None
+
+    def variant(self, name: str) -> VariantSpec | None:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        return None
+
+
+class ModelVersionInfo(BaseModel):
+    """A registered, immutable model version as the API returns it."""
+
+    model: str
+    version: int
+    flavor: Flavor
+    signature: Signature
+    stage: Stage
+    artifact_uri: str
+    created_at: float
+    trusted: bool = False
+    compiled_from: int | None = None
+    description: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class ModelInfo(BaseModel):
+    name: str
+    created_at: float
+    description: str = ""
+    versions: list[ModelVersionInfo] = Field(default_factory=list)
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One served batch's usage, aggregated in memory by the meter."""
+
+    endpoint: str
+    variant: str
+    requests: int
+    rows: int
+    compute_s: float
+    bytes_in: int
+    bytes_out: int
+    cold_start: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where the traffic policy sends one request."""
+
+    variant: str
+    shadows: tuple[str, ...] = ()
+
+
+Outcome = Literal["ok", "client_error", "server_error"]
