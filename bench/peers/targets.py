@@ -26,7 +26,11 @@ from peers.process import ServerProcess, TargetError, ensure_venv, free_port, pi
 
 PEERS_DIR = Path(__file__).resolve().parent
 BENTOML_REQUIREMENTS = ["bentoml==1.4.*", "scikit-learn==1.9.1", "joblib"]
-MLSERVER_REQUIREMENTS = ["mlserver==1.7.*", "mlserver-sklearn==1.7.*", "scikit-learn==1.9.1"]
+# uvloop 0.22+ raises in asyncio.get_event_loop() without a running loop, which MLServer 1.7's
+# inference-pool workers call at start ("There is no current event loop"): they die at once.
+MLSERVER_REQUIREMENTS = [
+    "mlserver==1.7.*", "mlserver-sklearn==1.7.*", "scikit-learn==1.9.1", "uvloop<0.22",
+]  # fmt: skip
 # The best of the peers (any of their variants) is what the scikit-learn goal is measured against.
 PEER_NAMES = ("bentoml", "bentoml-batching", "mlserver", "mlserver-batching")
 # MLServer's adaptive batching bounds for the "-batching" variant.

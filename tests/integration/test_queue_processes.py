@@ -29,7 +29,7 @@ JOBS = 500
 
 def _work(url: str, options: dict[str, Any], start: Any, results: Any) -> None:
     q = open_queue(url, **options)
-    start.wait(60)  # every worker is connected before any leases
+    start.wait(30)  # every worker is connected before any leases
     leased: list[str] = []
     acked = 0
     while True:
@@ -79,7 +79,7 @@ def test_processes_lease_each_job_exactly_once(target: tuple[str, dict[str, Any]
     for p in procs:
         p.start()
     try:
-        start.wait(60)  # release them together, so they contend
+        start.wait(30)  # release them together, so they contend
         reports = [results.get(timeout=90) for _ in procs]
     except stdlib_queue.Empty:
         pytest.fail("a worker process did not finish")

@@ -48,7 +48,7 @@ def desired_replicas(ctx: AutoscalingContext) -> tuple[int, AutoscalerState]:
     floor = max(cfg.min_replicas, cfg.provisioned)
     now_demand = demand(ctx)
     window = cfg.scale_down_delay_s
-    kept = tuple(s for s in ctx.state.samples if ctx.now - s[0] < window)
+    kept = tuple(s for s in ctx.state.samples if ctx.now - s[0] <= window)
     since = ctx.state.since if ctx.state.since is not None else ctx.now
     state = AutoscalerState((*kept, (ctx.now, now_demand)), since)
     busy = now_demand > 0

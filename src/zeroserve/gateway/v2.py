@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from zeroserve.errors import InvalidInput, MalformedPayload
-from zeroserve.gateway.validation import check_shape, to_tensor
+from zeroserve.gateway.validation import check_shape
 from zeroserve.types import NUMPY_TO_OIP, OIP_TO_NUMPY, Arrays, Signature, TensorSpec
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -61,6 +61,9 @@ def decode_inputs(request: dict[str, Any], tail: bytes, signature: Signature) ->
             raise InvalidInput(f"inputs[{i}].datatype {datatype!r} is not an OIP datatype; "
                                f"this input takes {spec.datatype}")
         where = f"inputs[{i}] ({name})"
+        if datatype != spec.datatype and not (datatype.startswith("FP")
+                                              and spec.datatype.startswith("FP")):
+            raise InvalidInput(f"{where} is {datatype}; this input takes {spec.datatype}")
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             arr = _from_binary(tail, offset, int(size), datatype, shape, where)
@@ -92,13 +95,23 @@ def _from_binary(tail: bytes, offset: int, size: int, datatype: str, shape: list
 
 
 def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray[Any, Any]:
-    dtype = OIP_TO_NUMPY[datatype]
-    spec = TensorSpec(name=where, dtype=dtype, shape=[-1], allow_nan=True)
-    flat = to_tensor(data, spec, where).reshape(-1) if dtype != "object" else np.asarray(data)
+    dtype = np.dtype(OIP_TO_NUMPY[datatype])
+    try:
+        arr = np.asarray(data)
+    except ValueError:
+        raise InvalidInput(f"{where}: data is not a regular array of numbers") from None
+    if dtype.kind != "O":
+        if arr.dtype.kind not in "biuf":
+            bad = next((v for v in arr.reshape(-1).tolist() if not isinstance(v, int | float)),
+                       None)
+            raise InvalidInput(f"{where}: data holds {bad!r}, not a number ({datatype})")
+        if dtype.kind in "iu" and arr.dtype.kind == "f":
+            raise InvalidInput(f"{where}: {datatype} data must be integers")
+        arr = arr.astype(dtype, copy=False)
     expected = int(np.prod(shape)) if shape else 1
-    if flat.size != expected:
-        raise InvalidInput(f"{where}: shape {shape} holds {expected} values, data has {flat.size}")
-    return flat.reshape(shape)
+    if arr.size != expected:
+        raise InvalidInput(f"{where}: shape {shape} holds {expected} values, data has {arr.size}")
+    return arr.reshape(shape)
 
 
 def _conform(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:

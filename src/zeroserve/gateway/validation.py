@@ -72,6 +72,8 @@ def check_shape(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> None
         )
     for axis, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
         if want >= 0 and got != want:
+            if axis == 1 and arr.ndim == 2:
+                raise InvalidInput(f"each row of {where} has {got} values; expected {expected(spec)}")
             raise InvalidInput(
                 f"{where} has {got} values along axis {axis}; expected {expected(spec)}"
             )

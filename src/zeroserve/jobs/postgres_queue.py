@@ -60,6 +60,7 @@ _LEASE = """
 WITH picked AS (
     SELECT seq FROM {t} WHERE queue = %s AND status = 'queued' AND available_at <= %s
     ORDER BY available_at, seq LIMIT %s
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE {t} AS j SET status = 'running', attempts = j.attempts + 1, lease_token = %s,
     lease_expires_at = %s, updated_at = %s
@@ -324,6 +325,18 @@ class PostgresQueue(JobQueue):
             )
             rows = cur.fetchall()
         return [_job(r) for r in rows]
+
+    def depth(self, queue: str) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT count(*) AS n FROM {t}"
+                    " WHERE queue = %s AND status IN ('queued', 'running')"
+                ),
+                (queue,),
+            )
+            row = cur.fetchone()
+        return int(row["n"])
 
     def counts(self, queue: str | None = None) -> dict[JobStatus, int]:
         where, args = _filters(None, queue)

@@ -6,17 +6,17 @@ leased again. Every lease carries a fresh token, and ``ack``/``fail``/``nack``
 only take effect while the job is still held under that token, so a stale
 worker cannot finish a job that someone else now holds (its call returns False).
 
-A job's life::
+A job's life:
 
-    queued --lease--> running --ack--> succeeded
-      ^   \\             |  \\--fail(retryable=False)--> failed
-      |    cancel        |   \\-fail(retryable) / lease expired, attempts used up--> dead
-      |      \\-> cancelled \\--fail(retryable) / nack / lease expired--> queued (backoff)
-      \\--------------------------------- retry (from dead or failed) ----------/
+- ``queued`` -> ``running`` on ``lease``; -> ``cancelled`` on ``cancel``.
+- ``running`` -> ``succeeded`` on ``ack``; -> ``failed`` on ``fail(retryable=False)``;
+  -> ``queued`` (after a backoff) on ``fail``, ``nack`` or an expired lease;
+  -> ``dead`` instead once ``max_attempts`` are used up.
+- ``dead`` or ``failed`` -> ``queued`` on ``retry``.
 
 ``attempts`` counts leases; ``nack`` (give back unprocessed) does not use one.
-Implementations: ``sqlite:///path/jobs.db`` (embedded default),
-``postgresql://...`` (``FOR UPDATE SKIP LOCKED``) and ``redis://...`` (Streams).
+Implementations: ``sqlite:///path/jobs.db`` (embedded default) and
+``postgresql://...`` (``FOR UPDATE SKIP LOCKED``) for a cluster.
 """
 
 from __future__ import annotations
@@ -215,8 +215,8 @@ class JobQueue(abc.ABC):
 
 
 def open_queue(url: str, **options: Any) -> JobQueue:
-    """The queue at ``url``: ``sqlite:///path/jobs.db``, ``postgresql://...`` or
-    ``redis://...``; ``options`` go to the implementation's constructor."""
+    """The queue at ``url``: ``sqlite:///path/jobs.db`` or ``postgresql://...``;
+    ``options`` go to the implementation's constructor."""
     if url.startswith("sqlite:"):
         from zeroserve.jobs.sqlite_queue import SqliteQueue
 
@@ -226,9 +226,10 @@ def open_queue(url: str, **options: Any) -> JobQueue:
 
         return PostgresQueue(url, **options)
     if url.startswith(("redis:", "rediss:")):
-        from zeroserve.jobs.redis_queue import RedisQueue
-
-        return RedisQueue(url, **options)
+        raise BadRequest(
+            f"the Redis job queue is not implemented yet ({url!r}); "
+            "use postgresql://host/db for a cluster, or sqlite:///path/jobs.db"
+        )
     raise BadRequest(
         f"unsupported job queue URL {url!r}; use sqlite:///path/jobs.db, "
         "postgresql://host/db or redis://host:6379/0"

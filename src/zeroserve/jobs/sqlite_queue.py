@@ -196,8 +196,8 @@ class SqliteQueue(JobQueue):
             now = self.clock()
             c.execute(_SWEEP, (now, now, queue, now))
             rows = c.execute(_LEASE, (token, now + visibility_s, now, queue, now, n)).fetchall()
-        jobs = sorted((_job(r) for r in rows), key=lambda j: (j.available_at, j.created_at))
-        return [Lease(job, token, now + visibility_s) for job in jobs]
+        rows.sort(key=lambda r: (r["available_at"], r["seq"]))
+        return [Lease(_job(r), token, now + visibility_s) for r in rows]
 
     def ack_many(self, acks: Iterable[tuple[Lease, Json]]) -> list[bool]:
         done: list[bool] = []
@@ -297,6 +297,17 @@ class SqliteQueue(JobQueue):
             f"SELECT * FROM jobs{where} ORDER BY seq DESC LIMIT ?", (*args, limit)
         )
         return [_job(r) for r in rows]
+
+    def depth(self, queue: str) -> int:
+        (n,) = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM jobs WHERE queue = ? AND status IN ('queued', 'running')",
+                (queue,),
+            )
+            .fetchone()
+        )
+        return int(n)
 
     def counts(self, queue: str | None = None) -> dict[JobStatus, int]:
         where, args = _filters(None, queue)

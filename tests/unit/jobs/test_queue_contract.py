@@ -8,6 +8,7 @@ without sleeping. Server-backed cases skip when the server cannot be reached
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -310,6 +311,26 @@ def test_put_many(queue: JobQueue) -> None:
     assert [lease.job.id for lease in leased] == [j.id for j in jobs]
 
 
+def test_threads_never_share_a_lease(queue: JobQueue) -> None:
+    queue.put_many(Q, list(range(120)))
+    leased: list[str] = []
+    guard = threading.Lock()
+
+    def work() -> None:
+        while leases := queue.lease(Q, n=3, visibility_s=300):
+            assert all(queue.ack_many([(lease, None) for lease in leases]))
+            with guard:
+                leased.extend(lease.job_id for lease in leases)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(leased) == len(set(leased)) == 120
+    assert queue.counts(Q)[JobStatus.SUCCEEDED] == 120
+
+
 def test_get_unknown_job(queue: JobQueue) -> None:
     with pytest.raises(JobNotFound):
         queue.get("no-such-job")
@@ -331,3 +352,5 @@ def test_open_queue_rejects_unknown_urls(tmp_path: Any) -> None:
         open_queue("mysql://localhost/jobs")
     with pytest.raises(BadRequest):
         open_queue("sqlite:///:memory:")
+    with pytest.raises(BadRequest):
+        open_queue(f"sqlite:///{tmp_path}/jobs.db", max_attempts=0)

@@ -1,0 +1,73 @@
+"""Each runtime predicts what the model predicts in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import modelkit
+from zeroserve.errors import MissingExtra, UntrustedArtifact, require
+from zeroserve.registry.packaging import PackageRequest, package
+from zeroserve.runtimes import create_runtime, runtime_class
+from zeroserve.runtimes.base import ArtifactMeta
+
+
+def load(models_dir: Path, tmp_path: Path, name: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    dest = tmp_path / name.replace(".", "_")
+    package(PackageRequest(source=models_dir / name, dest=dest,
+                           sample=models_dir / "sample.npy", **kwargs))  # type: ignore[arg-type]
+    runtime = create_runtime(ArtifactMeta.read(dest))
+    runtime.load(dest)
+    return runtime
+
+
+X = modelkit.data()[0][:64]
+
+
+def test_xgboost(models_dir: Path, tmp_path: Path) -> None:
+    import xgboost as xgb
+
+    booster = xgb.Booster(model_file=str(models_dir / "xgb.ubj"))
+    got = load(models_dir, tmp_path, "xgb.ubj").predict({"input": X})
+    np.testing.assert_allclose(got["prediction"], booster.predict(xgb.DMatrix(X)), rtol=1e-6)
+
+
+def test_lightgbm(models_dir: Path, tmp_path: Path) -> None:
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_file=str(models_dir / "lgb.txt"))
+    got = load(models_dir, tmp_path, "lgb.txt", flavor="lightgbm").predict({"input": X})
+    np.testing.assert_allclose(got["prediction"], booster.predict(X), rtol=1e-9)
+
+
+def test_sklearn_regressor(models_dir: Path, tmp_path: Path) -> None:
+    import skops.io as sio
+
+    ridge = sio.load(models_dir / "ridge.skops", trusted=sio.get_untrusted_types(
+        file=models_dir / "ridge.skops"))
+    got = load(models_dir, tmp_path, "ridge.skops").predict({"input": X})
+    np.testing.assert_allclose(got["prediction"], ridge.predict(X))
+
+
+def test_python_model(models_dir: Path, tmp_path: Path) -> None:
+    runtime = load(models_dir, tmp_path, "echo.py", trusted=True)
+    np.testing.assert_allclose(runtime.predict({"input": X})["score"],
+                               modelkit.python_model_predict(X))
+
+
+def test_python_model_refused_without_trust_at_load(models_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "py"
+    package(PackageRequest(source=models_dir / "echo.py", dest=dest, trusted=True,
+                           sample=models_dir / "sample.npy"))
+    meta = ArtifactMeta.read(dest).model_copy(update={"trusted": False})
+    with pytest.raises(UntrustedArtifact):
+        create_runtime(meta).load(dest)
+
+
+def test_unknown_flavor_and_missing_extra() -> None:
+    with pytest.raises(Exception, match="unknown flavor"):
+        runtime_class("tensorflow")
+    with pytest.raises(MissingExtra, match=r"pip install 'zeroserve\[x\]'"):
+        require("zeroserve_no_such_module", "x")

@@ -1,0 +1,37 @@
+import socket
+import threading
+
+import numpy as np
+
+from zeroserve.serving.messages import decode, encode, recv_frame, send_frame
+
+
+def test_round_trip_keeps_dtypes_shapes_and_values() -> None:
+    arrays = {
+        "x": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "ids": np.array([1, 2, 3], dtype=np.int64),
+        "labels": np.array(["fraud", "ok", "ok"]),
+        "empty": np.zeros((0, 4), dtype=np.float64),
+        "strided": np.arange(20, dtype=np.float64).reshape(4, 5)[:, ::2],
+    }
+    a, b = socket.socketpair()
+    with a, b:
+        thread = threading.Thread(target=send_frame, args=(a, {"op": "x", "id": 7}, arrays))
+        thread.start()
+        meta, got = recv_frame(b)
+        thread.join()
+    assert meta == {"op": "x", "id": 7}
+    for name, arr in arrays.items():
+        assert got[name].dtype == arr.dtype or arr.dtype.kind == "U"
+        np.testing.assert_array_equal(got[name], arr)
+
+
+def test_arrays_travel_as_raw_buffers_not_json() -> None:
+    x = np.random.default_rng(0).random((256, 98)).astype(np.float32)
+    parts = encode({"op": "predict", "id": 1}, {"input": x})
+    assert len(parts) == 2
+    assert memoryview(parts[1]).nbytes == x.nbytes  # the array's own memory, no copy
+    head = bytes(parts[0])
+    assert len(head) < 200
+    meta, arrays = decode(head[16:], [bytearray(parts[1])])
+    np.testing.assert_array_equal(arrays["input"], x)
