@@ -21,7 +21,6 @@ row, equal to the in-process predictions.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import statistics
@@ -165,7 +164,9 @@ def main() -> None:
     parser.add_argument("--shard-rows", type=int, default=100_000)
     parser.add_argument("--row-group-rows", type=int, default=100_000)
     parser.add_argument("--batch-rows", type=int, default=4096)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    # One intra-op thread, as a replica runs it (zeroserve.runtimes.onnx); more
+    # threads compete with the reader and writer for the same cores.
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
     parser.add_argument("--workers", type=int, default=1, help="run_local shard threads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--progress", action="store_true", help="show the progress bar")
@@ -223,9 +224,8 @@ def main() -> None:
         console.print(f"ratio batch/raw (medians): {ratio:.1%} (goal >= 70%)")
         console.print(f"output check: {check}")
         if args.kill_and_resume:
-            console.print(
-                f"kill and resume: {kill_and_resume(work / 'input.parquet', work / 'model.onnx', args, expected)}"
-            )
+            verdict = kill_and_resume(work / "input.parquet", work / "model.onnx", args, expected)
+            console.print(f"kill and resume: {verdict}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ SEED = 0
 def data(rows: int = 2_000, features: int = N_FEATURES) -> tuple[Any, Any]:
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(n_samples=rows, n_features=features, n_informative=20,
-                               random_state=SEED)
+    x, y = make_classification(
+        n_samples=rows, n_features=features, n_informative=20, random_state=SEED
+    )
     return x.astype(np.float32), y
 
 
@@ -35,11 +36,17 @@ def build_all(root: Path) -> Path:
     joblib.dump(forest, root / "forest.joblib")
     ridge = Ridge().fit(x, y.astype(np.float64))
     sio.dump(ridge, root / "ridge.skops")
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 4, "nthread": 1},
-                        xgb.DMatrix(x, label=y), num_boost_round=20)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=20,
+    )
     booster.save_model(root / "xgb.ubj")
-    lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1},
-              lgb.Dataset(x, label=y), num_boost_round=20).save_model(root / "lgb.txt")
+    lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, label=y),
+        num_boost_round=20,
+    ).save_model(root / "lgb.txt")
     (root / "echo.py").write_text(PYTHON_MODEL)
     return root
 
@@ -48,7 +55,7 @@ def build_all(root: Path) -> Path:
 # first feature makes the worker exit abruptly (to test crash isolation);
 # -555 makes predict raise; -777 allocates memory until killed; -111 sleeps
 # for the number of seconds in the second feature.
-PYTHON_MODEL = textwrap.dedent('''
+PYTHON_MODEL = textwrap.dedent("""
     import os
     import time
     import numpy as np
@@ -71,7 +78,7 @@ PYTHON_MODEL = textwrap.dedent('''
             if (x[:, 0] == -111).any():
                 time.sleep(float(x[0, 1]))
             return {"score": x @ self.weights}
-''')
+""")
 
 
 def python_model_predict(x: Any) -> Any:

@@ -25,11 +25,14 @@ import httpx
 from peers.process import ServerProcess, TargetError, ensure_venv, free_port, pip_freeze
 
 PEERS_DIR = Path(__file__).resolve().parent
-BENTOML_REQUIREMENTS = ["bentoml==1.4.*", "scikit-learn==1.9.1", "joblib"]
+# Pinned to what was measured. scikit-learn is the version that wrote the artifact (this venv's),
+# since a pickled forest is only guaranteed to load into the version that pickled it.
+SKLEARN = f"scikit-learn=={metadata.version('scikit-learn')}"
+BENTOML_REQUIREMENTS = ["bentoml==1.4.39", SKLEARN, "joblib"]
 # uvloop 0.22+ raises in asyncio.get_event_loop() without a running loop, which MLServer 1.7's
 # inference-pool workers call at start ("There is no current event loop"): they die at once.
 MLSERVER_REQUIREMENTS = [
-    "mlserver==1.7.*", "mlserver-sklearn==1.7.*", "scikit-learn==1.9.1", "uvloop<0.22",
+    "mlserver==1.7.1", "mlserver-sklearn==1.7.1", SKLEARN, "uvloop==0.21.0",
 ]  # fmt: skip
 # The best of the peers (any of their variants) is what the scikit-learn goal is measured against.
 PEER_NAMES = ("bentoml", "bentoml-batching", "mlserver", "mlserver-batching")
@@ -336,11 +339,11 @@ class MLServerBatchingTarget(MLServerTarget):
 
 # -- zeroserve ----------------------------------------------------------------------------------
 
-# The CLI calls after `zeroserve up`; {model}, {name}, {url} and {data_dir} are filled in.
-# TODO(lead): check these against the CLI once it lands (deploy in particular is a guess).
+# The CLI calls after `zeroserve up` (they reach the server through ZEROSERVE_URL).
 ZEROSERVE_REGISTER = ["models", "register", "{model}", "--name", "{name}", "--flavor", "sklearn",
                       "--trust"]  # fmt: skip
-ZEROSERVE_DEPLOY = ["endpoints", "deploy", "{name}"]
+ZEROSERVE_DEPLOY = ["deploy", "{name}"]  # returns once the endpoint is ready
+LABEL_KEYS = ("label", "output_label", "predict", "prediction")
 
 
 class ZeroserveTarget(Target):
@@ -349,7 +352,7 @@ class ZeroserveTarget(Target):
     name = "zeroserve"
     baseline = PEER_NAMES
     goal_ratio = 5.0
-    health_path = "/health"  # TODO(lead): the server's health route
+    health_path = "/healthz"
     endpoint: ClassVar[str] = "fraud"
     register_extra: ClassVar[tuple[str, ...]] = ()
 
@@ -378,22 +381,25 @@ class ZeroserveTarget(Target):
         return [self.cli(), "up", "--port", str(self.port), "--data-dir", str(self.data_dir())]
 
     def after_start(self) -> None:
+        env = {**os.environ, "ZEROSERVE_URL": f"http://127.0.0.1:{self.port}"}
         for args in (ZEROSERVE_REGISTER + list(self.register_extra), ZEROSERVE_DEPLOY):
-            filled = [
-                arg.format(model=self.artifacts.model_joblib, name=self.endpoint,
-                           url=f"http://127.0.0.1:{self.port}", data_dir=self.data_dir())
-                for arg in args
-            ]  # fmt: skip
-            result = subprocess.run([self.cli(), *filled], capture_output=True, text=True,
-                                    timeout=300, check=False)  # fmt: skip
+            filled = [arg.format(model=self.artifacts.model_joblib, name=self.endpoint)
+                      for arg in args]  # fmt: skip
+            result = subprocess.run([self.cli(), *filled], env=env, capture_output=True,
+                                    text=True, timeout=300, check=False)  # fmt: skip
             if result.returncode != 0:
-                raise TargetError(f"zeroserve {' '.join(filled)} failed:\n{result.stderr}")
+                raise TargetError(
+                    f"zeroserve {' '.join(filled)} failed:\n{result.stderr}{result.stdout}"
+                )
 
     def invocation_path(self) -> str:
         return f"/v1/endpoints/{self.endpoint}/invocations"
 
     def prediction(self, payload: Any) -> float:
-        return float(payload["predictions"][0])  # TODO(lead): the response shape
+        first = payload["predictions"][0]  # a label, or {output name: value} for several outputs
+        if isinstance(first, dict):
+            first = next((first[k] for k in LABEL_KEYS if k in first), next(iter(first.values())))
+        return float(first)
 
     def versions(self) -> list[str]:
         names = ["zeroserve", "starlette", "uvicorn", "onnxruntime", "scikit-learn", "numpy"]

@@ -176,4 +176,4 @@ def require(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingExtra(module.split(".")[0], extra) from exc
+        raise MissingExtra(module.split(".", maxsplit=1)[0], extra) from exc

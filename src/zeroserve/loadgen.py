@@ -37,8 +37,12 @@ class LoadResult:
 
 def encode_post(url: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     parts = urlsplit(url)
-    lines = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}",
-             "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines = [
+        f"POST {parts.path or '/'} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -54,8 +58,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
-async def run_load(url: str, body: bytes, *, concurrency: int, requests: int,
-                   headers: dict[str, str] | None = None) -> LoadResult:
+async def run_load(
+    url: str, body: bytes, *, concurrency: int, requests: int, headers: dict[str, str] | None = None
+) -> LoadResult:
     """Send ``requests`` requests over ``concurrency`` connections; record each latency."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80

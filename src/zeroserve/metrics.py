@@ -11,7 +11,21 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -20,39 +34,88 @@ class Metrics:
     def __init__(self) -> None:
         from prometheus_client import disable_created_metrics
 
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("zeroserve_requests", "Requests answered, by status code",
-                                ["endpoint", "variant", "code"], registry=r)
-        self.latency = Histogram("zeroserve_request_duration_seconds",
-                                 "Time from request received to response ready",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_rows = Histogram("zeroserve_batch_size_rows", "Rows per batch sent to a replica",
-                                    ["endpoint", "variant"], buckets=BATCH_BUCKETS, registry=r)
-        self.compute = Histogram("zeroserve_batch_compute_seconds", "Model time per batch",
-                                 ["endpoint", "variant"], buckets=LATENCY_BUCKETS, registry=r)
-        self.replicas = Gauge("zeroserve_replicas", "Live replicas", ["endpoint", "variant"],
-                              registry=r)
-        self.target_replicas = Gauge("zeroserve_target_replicas", "Replicas the autoscaler wants",
-                                     ["endpoint", "variant"], registry=r)
-        self.queue_depth = Gauge("zeroserve_queue_depth", "Requests waiting for a replica",
-                                 ["endpoint", "variant"], registry=r)
-        self.in_flight = Gauge("zeroserve_in_flight", "Requests queued or being predicted",
-                               ["endpoint", "variant"], registry=r)
-        self.cold_starts = Counter("zeroserve_cold_starts", "Requests that waited for a replica "
-                                   "to start", ["endpoint", "variant"], registry=r)
-        self.cold_start_latency = Histogram("zeroserve_cold_start_seconds",
-                                            "Time to start a replica from its zygote",
-                                            ["endpoint", "variant"], buckets=LATENCY_BUCKETS,
-                                            registry=r)
-        self.crashes = Counter("zeroserve_replica_crashes", "Replicas that died while serving",
-                               ["endpoint", "variant", "reason"], registry=r)
-        self.scale_events = Counter("zeroserve_scale_events", "Replica count changes",
-                                    ["endpoint", "variant", "direction"], registry=r)
-        self.replica_memory = Gauge("zeroserve_replica_memory_mb",
-                                    "Proportional memory of the largest replica",
-                                    ["endpoint", "variant"], registry=r)
+        self.requests = Counter(
+            "zeroserve_requests",
+            "Requests answered, by status code",
+            ["endpoint", "variant", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "zeroserve_request_duration_seconds",
+            "Time from request received to response ready",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "zeroserve_batch_size_rows",
+            "Rows per batch sent to a replica",
+            ["endpoint", "variant"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "zeroserve_batch_compute_seconds",
+            "Model time per batch",
+            ["endpoint", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "zeroserve_replicas", "Live replicas", ["endpoint", "variant"], registry=r
+        )
+        self.target_replicas = Gauge(
+            "zeroserve_target_replicas",
+            "Replicas the autoscaler wants",
+            ["endpoint", "variant"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "zeroserve_queue_depth",
+            "Requests waiting for a replica",
+            ["endpoint", "variant"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "zeroserve_in_flight",
+            "Requests queued or being predicted",
+            ["endpoint", "variant"],
+            registry=r,
+        )
+        self.cold_starts = Counter(
+            "zeroserve_cold_starts",
+            "Requests that waited for a replica to start",
+            ["endpoint", "variant"],
+            registry=r,
+        )
+        self.cold_start_latency = Histogram(
+            "zeroserve_cold_start_seconds",
+            "Time to start a replica from its zygote",
+            ["endpoint", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.crashes = Counter(
+            "zeroserve_replica_crashes",
+            "Replicas that died while serving",
+            ["endpoint", "variant", "reason"],
+            registry=r,
+        )
+        self.scale_events = Counter(
+            "zeroserve_scale_events",
+            "Replica count changes",
+            ["endpoint", "variant", "direction"],
+            registry=r,
+        )
+        self.replica_memory = Gauge(
+            "zeroserve_replica_memory_mb",
+            "Proportional memory of the largest replica",
+            ["endpoint", "variant"],
+            registry=r,
+        )
 
     def for_variant(self, endpoint: str, variant: str) -> VariantMetrics:
         return VariantMetrics(

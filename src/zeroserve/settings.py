@@ -40,15 +40,16 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="bind address; non-loopback needs api_keys")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
-    api_keys: list[str] = Field(
-        default_factory=list, description="keys accepted on the data plane"
-    )
+    api_keys: list[str] = Field(default_factory=list, description="keys accepted on the data plane")
     admin_api_keys: list[str] = Field(
         default_factory=list, description="keys accepted on the control and data planes"
     )
     max_payload_mb: float = Field(6.0, gt=0, description="largest sync request body")
     reconcile_interval_s: float = Field(1.0, gt=0)
     replica_start_timeout_s: float = Field(60.0, gt=0)
+    zygote_evict_below_mb: float = Field(
+        512.0, ge=0, description="evict idle zygotes when free memory falls below this"
+    )
     log_level: str = Field("info")
     log_json: bool = Field(True, description="structured JSON logs")
 

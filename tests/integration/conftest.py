@@ -31,8 +31,9 @@ class Api:
         return self.check(self.http.post(f"/api/models/{name}/versions", files=files, data=data))
 
     def deploy(self, model: str, ref: str | None = None, **options: Any) -> Any:
-        return self.check(self.http.post("/api/deploy", json={"model": model, "ref": ref,
-                                                              **options}))
+        return self.check(
+            self.http.post("/api/deploy", json={"model": model, "ref": ref, **options})
+        )
 
     def endpoint(self, name: str) -> Any:
         return self.check(self.http.get(f"/api/endpoints/{name}"))
@@ -74,8 +75,13 @@ def deployed(api: Api, models_dir: Path) -> dict[str, str]:
     api.register("xgb", models_dir / "xgb.ubj")
     api.register("lgb", models_dir / "lgb.txt", flavor="lightgbm")
     api.register("echo", models_dir / "echo.py", sample, trust=True)
-    endpoints = {"sklearn": "forest-sk", "onnx": "forest-onnx", "xgboost": "xgb",
-                 "lightgbm": "lgb", "python": "echo"}
+    endpoints = {
+        "sklearn": "forest-sk",
+        "onnx": "forest-onnx",
+        "xgboost": "xgb",
+        "lightgbm": "lgb",
+        "python": "echo",
+    }
     api.deploy("forest", "1", endpoint="forest-sk")
     api.deploy("forest", "2", endpoint="forest-onnx")
     api.deploy("xgb")

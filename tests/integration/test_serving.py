@@ -90,8 +90,12 @@ def test_triton_client_over_open_inference_protocol(
     # JSON tensors too, and a version pinned in the URL.
     inp.set_data_from_numpy(X, binary_data=False)
     version = meta["versions"][0]
-    result = client.infer(endpoint, [inp], model_version=version,
-                          outputs=[triton.InferRequestedOutput(n, binary_data=False) for n in want])
+    result = client.infer(
+        endpoint,
+        [inp],
+        model_version=version,
+        outputs=[triton.InferRequestedOutput(n, binary_data=False) for n in want],
+    )
     for name, values in want.items():
         np.testing.assert_allclose(result.as_numpy(name), values, rtol=1e-6)
 
@@ -121,12 +125,21 @@ def test_bad_json_input_is_a_clear_4xx(
 @pytest.mark.parametrize(
     ("inputs", "status", "message"),
     [
-        ([{"name": "input", "shape": [1, 97], "datatype": "FP32", "data": [0.1] * 97}], 422,
-         "expected 98 values per row"),
-        ([{"name": "input", "shape": [1, 98], "datatype": "BYTES", "data": ["a"] * 98}], 422,
-         "takes FP32"),
-        ([{"name": "input", "shape": [1, 98], "datatype": "FP32", "data": [float("nan")] * 98}],
-         422, None),
+        (
+            [{"name": "input", "shape": [1, 97], "datatype": "FP32", "data": [0.1] * 97}],
+            422,
+            "expected 98 values per row",
+        ),
+        (
+            [{"name": "input", "shape": [1, 98], "datatype": "BYTES", "data": ["a"] * 98}],
+            422,
+            "takes FP32",
+        ),
+        (
+            [{"name": "input", "shape": [1, 98], "datatype": "FP32", "data": [float("nan")] * 98}],
+            422,
+            None,
+        ),
         ([{"name": "x", "shape": [1, 98], "datatype": "FP32", "data": ROW}], 422, "names 'x'"),
         ([{"name": "input", "shape": [1, 98], "datatype": "FP32"}], 400, "has no data"),
     ],
@@ -156,8 +169,9 @@ def test_malformed_unknown_and_oversized(api: Api, deployed: dict[str, str]) -> 
     pinned = api.http.post(f"/v2/models/{deployed['onnx']}/versions/9/infer", content=b"{}")
     assert pinned.status_code == 404
     assert "does not serve version 9" in pinned.json()["error"]
-    huge = api.http.post(f"/v1/endpoints/{deployed['onnx']}/invocations",
-                         content=b" " * (7 * 1024 * 1024))
+    huge = api.http.post(
+        f"/v1/endpoints/{deployed['onnx']}/invocations", content=b" " * (7 * 1024 * 1024)
+    )
     assert huge.status_code == 413
     assert "limit" in huge.json()["error"]
     model_error = api.invoke(deployed["python"], {"instances": [[-555, *ROW[1:]]]})
@@ -165,8 +179,9 @@ def test_malformed_unknown_and_oversized(api: Api, deployed: dict[str, str]) -> 
     assert "feature 0 may not be -555" in model_error.json()["error"]
 
 
-def test_concurrent_single_rows_are_batched(api: Api, deployed: dict[str, str],
-                                            models_dir: Path, server: ServerProcess) -> None:
+def test_concurrent_single_rows_are_batched(
+    api: Api, deployed: dict[str, str], models_dir: Path, server: ServerProcess
+) -> None:
     endpoint = deployed["sklearn"]
     want = expected("sklearn", models_dir, server)["probabilities"]
     before_rows = api.metric("zeroserve_batch_size_rows_sum", endpoint=endpoint)
@@ -219,9 +234,13 @@ def test_metrics_health_and_openapi(api: Api, deployed: dict[str, str]) -> None:
     assert api.http.get("/v2/health/live").json() == {"live": True}
     assert api.http.get("/v2/health/ready").status_code == 200
     text = api.http.get("/metrics").text
-    for family in ("zeroserve_requests_total", "zeroserve_request_duration_seconds_bucket",
-                   "zeroserve_batch_size_rows_bucket", "zeroserve_replicas",
-                   "zeroserve_queue_depth"):
+    for family in (
+        "zeroserve_requests_total",
+        "zeroserve_request_duration_seconds_bucket",
+        "zeroserve_batch_size_rows_bucket",
+        "zeroserve_replicas",
+        "zeroserve_queue_depth",
+    ):
         assert family in text, family
     spec = api.http.get("/api/openapi.json").json()
     assert "/api/deploy" in spec["paths"]

@@ -21,8 +21,9 @@ def base_url() -> str:
 
 
 class Client:
-    def __init__(self, url: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, timeout_s: float = 600.0
+    ) -> None:
         self.url = (url or base_url()).rstrip("/")
         key = api_key or os.environ.get("ZEROSERVE_API_KEY")
         headers = {"authorization": f"Bearer {key}"} if key else {}
@@ -32,8 +33,10 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            fail(f"cannot reach zeroserve at {self.url}: start it with `zeroserve up` "
-                 "or set ZEROSERVE_URL")
+            fail(
+                f"cannot reach zeroserve at {self.url}: start it with `zeroserve up` "
+                "or set ZEROSERVE_URL"
+            )
         except httpx.TimeoutException:
             fail(f"zeroserve at {self.url} did not answer in time")
         if response.status_code >= 400:
@@ -52,14 +55,18 @@ class Client:
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.request("POST", path, **kwargs)
 
-    def upload(self, path: str, file: Path, data: dict[str, Any],
-               sample: Path | None = None) -> Any:
+    def upload(
+        self, path: str, file: Path, data: dict[str, Any], sample: Path | None = None
+    ) -> Any:
         with file.open("rb") as fh:
             files: dict[str, Any] = {"file": (file.name, fh)}
             if sample is not None:
                 files["sample"] = (sample.name, sample.open("rb"))
-            form = {k: str(v).lower() if isinstance(v, bool) else str(v)
-                    for k, v in data.items() if v is not None}
+            form = {
+                k: str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in data.items()
+                if v is not None
+            }
             return self.post(path, files=files, data=form)
 
 

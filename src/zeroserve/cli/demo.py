@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,15 @@ def train(workdir: Path) -> tuple[Any, np.ndarray[Any, Any]]:
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
 
-    x, y = make_classification(n_samples=20_000, n_features=N_FEATURES, n_informative=30,
-                               n_redundant=10, weights=[0.97, 0.03], flip_y=0.01, random_state=7)
+    x, y = make_classification(
+        n_samples=20_000,
+        n_features=N_FEATURES,
+        n_informative=30,
+        n_redundant=10,
+        weights=[0.97, 0.03],
+        flip_y=0.01,
+        random_state=7,
+    )
     x = x.astype(np.float32)
     model = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=7).fit(x, y)
     np.save(workdir / "reference.npy", x[:5_000])
@@ -44,8 +52,11 @@ def in_process_latency(model: Any, x: np.ndarray[Any, Any], onnx_path: Path) -> 
     row = x[:1]
     session = make_session(str(onnx_path))
     timings = {}
-    for name, fn, n in (("sklearn", lambda: model.predict_proba(row), 100),
-                        ("onnx", lambda: session.run(None, {"input": row}), 5_000)):
+    cases: tuple[tuple[str, Callable[[], object], int], ...] = (
+        ("sklearn", lambda: model.predict_proba(row), 100),
+        ("onnx", lambda: session.run(None, {"input": row}), 5_000),
+    )
+    for name, fn, n in cases:
         fn()
         started = time.perf_counter()
         for _ in range(n):
@@ -56,11 +67,15 @@ def in_process_latency(model: Any, x: np.ndarray[Any, Any], onnx_path: Path) -> 
 
 def register_and_deploy(client: httpx.Client, workdir: Path) -> None:
     def register(data: dict[str, str]) -> dict[str, Any]:
-        with (workdir / "fraud.skops").open("rb") as model, \
-                (workdir / "reference.npy").open("rb") as sample:
-            response = client.post("/api/models/fraud/versions", data=data,
-                                   files={"file": ("fraud.skops", model),
-                                          "sample": ("reference.npy", sample)})
+        with (
+            (workdir / "fraud.skops").open("rb") as model,
+            (workdir / "reference.npy").open("rb") as sample,
+        ):
+            response = client.post(
+                "/api/models/fraud/versions",
+                data=data,
+                files={"file": ("fraud.skops", model), "sample": ("reference.npy", sample)},
+            )
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
 
@@ -69,13 +84,23 @@ def register_and_deploy(client: httpx.Client, workdir: Path) -> None:
     with console.status("registering fraud v2 (compiled to ONNX, checked on the sample)"):
         v2 = register({"compile": "onnx"})
     check = v2["metrics"]
-    console.print(f"  ONNX conversion checked on {check['check_rows']} reference rows: largest "
-                  f"probability difference {check['max_abs_diff']:.1e}, labels equal")
+    console.print(
+        f"  ONNX conversion checked on {check['check_rows']} reference rows: largest "
+        f"probability difference {check['max_abs_diff']:.1e}, labels equal"
+    )
     for endpoint, ref in (("fraud-sklearn", "1"), ("fraud-onnx", "2")):
         with console.status(f"deploying {endpoint}"):
-            client.post("/api/deploy", json={"model": "fraud", "ref": ref, "endpoint": endpoint,
-                                             "max_replicas": 2, "min_replicas": 2,
-                                             "max_batch_size": 64}).raise_for_status()
+            client.post(
+                "/api/deploy",
+                json={
+                    "model": "fraud",
+                    "ref": ref,
+                    "endpoint": endpoint,
+                    "max_replicas": 2,
+                    "min_replicas": 2,
+                    "max_batch_size": 64,
+                },
+            ).raise_for_status()
 
 
 def verify(client: httpx.Client, model: Any, x: np.ndarray[Any, Any], onnx_path: Path) -> float:
@@ -88,8 +113,9 @@ def verify(client: httpx.Client, model: Any, x: np.ndarray[Any, Any], onnx_path:
     want_onnx = session.run(["probabilities"], {"input": rows})[0]
     worst = 0.0
     for endpoint, want in (("fraud-sklearn", want_sklearn), ("fraud-onnx", want_onnx)):
-        response = client.post(f"/v1/endpoints/{endpoint}/invocations",
-                               json={"instances": rows.tolist()})
+        response = client.post(
+            f"/v1/endpoints/{endpoint}/invocations", json={"instances": rows.tolist()}
+        )
         response.raise_for_status()
         got = np.array([p["probabilities"] for p in response.json()["predictions"]])
         diff = float(np.max(np.abs(got - want)))
@@ -110,15 +136,22 @@ def load(url: str, row: list[float], requests: int) -> list[tuple[str, int, Any]
             with console.status(f"{endpoint}: {n} requests at concurrency {c}"):
                 result = asyncio.run(run_load(target, body, concurrency=c, requests=n))
             if result.errors:
-                raise AssertionError(f"{endpoint}: {result.errors} failed requests {result.statuses}")
+                raise AssertionError(
+                    f"{endpoint}: {result.errors} failed requests {result.statuses}"
+                )
             results.append((endpoint, c, result))
     return results
 
 
 def run_demo(requests: int = 2000, keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="zeroserve-demo-"))
-    console.print(Panel.fit("zeroserve demo: a 98-feature, 100-tree fraud model, served as "
-                            "scikit-learn and as ONNX", style="bold"))
+    console.print(
+        Panel.fit(
+            "zeroserve demo: a 98-feature, 100-tree fraud model, served as "
+            "scikit-learn and as ONNX",
+            style="bold",
+        )
+    )
     try:
         with console.status("training a RandomForest (98 features, 100 trees) on 20,000 rows"):
             model, x = train(workdir)
@@ -147,16 +180,26 @@ def report(single: dict[str, float], results: list[tuple[str, int, Any]], worst:
     for col in ("endpoint", "concurrency", "requests/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
     for endpoint, c, r in results:
-        table.add_row(endpoint, str(c), f"{r.throughput:,.0f}", f"{r.percentile_ms(50):.2f}",
-                      f"{r.percentile_ms(99):.2f}")
+        table.add_row(
+            endpoint,
+            str(c),
+            f"{r.throughput:,.0f}",
+            f"{r.percentile_ms(50):.2f}",
+            f"{r.percentile_ms(99):.2f}",
+        )
     console.print(table)
     rps = {(e, c): r.throughput for e, c, r in results}
     top = max(CONCURRENCY)
     speedup = rps[("fraud-onnx", top)] / max(rps[("fraud-sklearn", top)], 1e-9)
-    console.print(Panel.fit(
-        f"in-process, one row: scikit-learn {single['sklearn'] * 1e3:.1f} ms, ONNX Runtime "
-        f"{single['onnx'] * 1e6:.0f} us ({single['sklearn'] / single['onnx']:.0f}x faster)\n"
-        f"served at concurrency {top}: ONNX {rps[('fraud-onnx', top)]:,.0f} requests/s vs "
-        f"scikit-learn {rps[('fraud-sklearn', top)]:,.0f} ({speedup:.1f}x)\n"
-        f"served predictions equal the in-process model's (largest difference {worst:g})\n"
-        f"machine: {os.cpu_count()} cores", title="headline", style="green"))
+    console.print(
+        Panel.fit(
+            f"in-process, one row: scikit-learn {single['sklearn'] * 1e3:.1f} ms, ONNX Runtime "
+            f"{single['onnx'] * 1e6:.0f} us ({single['sklearn'] / single['onnx']:.0f}x faster)\n"
+            f"served at concurrency {top}: ONNX {rps[('fraud-onnx', top)]:,.0f} requests/s vs "
+            f"scikit-learn {rps[('fraud-sklearn', top)]:,.0f} ({speedup:.1f}x)\n"
+            f"served predictions equal the in-process model's (largest difference {worst:g})\n"
+            f"machine: {os.cpu_count()} cores",
+            title="headline",
+            style="green",
+        )
+    )

@@ -10,8 +10,11 @@ import typer
 from zeroserve.cli import endpoints, models
 from zeroserve.settings import DEFAULT_PORT
 
-app = typer.Typer(help="zeroserve: serve models as real-time, serverless, async and batch "
-                  "endpoints.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="zeroserve: serve models as real-time, serverless, async and batch endpoints.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.command()(endpoints.deploy)
@@ -22,7 +25,9 @@ app.command()(endpoints.invoke)
 def up(
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help=f"port (default {DEFAULT_PORT})")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="state directory (default ./.zeroserve)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="state directory (default ./.zeroserve)")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     text_logs: Annotated[bool, typer.Option(help="human-readable logs instead of JSON")] = False,
     access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = False,
@@ -31,8 +36,9 @@ def up(
     from zeroserve.server import serve
     from zeroserve.settings import Settings
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items()
-                 if v is not None}
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
+    }
     try:
         settings = Settings(log_level=log_level, log_json=not text_logs, **overrides)  # type: ignore[arg-type]
     except ValueError as exc:

@@ -18,33 +18,58 @@ app = typer.Typer(help="Register and manage model versions.", no_args_is_help=Tr
 
 @app.command()
 def register(
-    path: Annotated[Path, typer.Argument(help="model file: .skops .joblib .pkl .onnx .ubj .json .txt .py")],
+    path: Annotated[
+        Path, typer.Argument(help="model file: .skops .joblib .pkl .onnx .ubj .json .txt .py")
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="model name")],
-    flavor: Annotated[str | None, typer.Option(help="sklearn, onnx, xgboost, lightgbm, python")] = None,
-    trust: Annotated[bool, typer.Option(help="allow pickle files and python code (runs code from the file)")] = False,
-    compile: Annotated[str | None, typer.Option("--compile", help="'onnx': convert a scikit-learn model and check it")] = None,
-    tolerance: Annotated[float, typer.Option(help="largest output difference --compile accepts")] = 1e-5,
-    sample: Annotated[Path | None, typer.Option(help="reference inputs (.npy .csv .parquet)")] = None,
-    signature: Annotated[Path | None, typer.Option(help="signature JSON, when it cannot be inferred")] = None,
+    flavor: Annotated[
+        str | None, typer.Option(help="sklearn, onnx, xgboost, lightgbm, python")
+    ] = None,
+    trust: Annotated[
+        bool, typer.Option(help="allow pickle files and python code (runs code from the file)")
+    ] = False,
+    compile: Annotated[
+        str | None,
+        typer.Option("--compile", help="'onnx': convert a scikit-learn model and check it"),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="largest output difference --compile accepts")
+    ] = 1e-5,
+    sample: Annotated[
+        Path | None, typer.Option(help="reference inputs (.npy .csv .parquet)")
+    ] = None,
+    signature: Annotated[
+        Path | None, typer.Option(help="signature JSON, when it cannot be inferred")
+    ] = None,
     entrypoint: Annotated[str | None, typer.Option(help="class name of a python model")] = None,
     description: Annotated[str, typer.Option(help="free text")] = "",
 ) -> None:
     """Register a model file as a new version."""
     if not path.is_file():
         fail(f"{path} is not a file")
-    data = {"flavor": flavor, "trust": trust, "compile": compile, "tolerance": tolerance,
-            "entrypoint": entrypoint, "description": description,
-            "signature": signature.read_text() if signature else None}
+    data = {
+        "flavor": flavor,
+        "trust": trust,
+        "compile": compile,
+        "tolerance": tolerance,
+        "entrypoint": entrypoint,
+        "description": description,
+        "signature": signature.read_text() if signature else None,
+    }
     with console.status(f"registering {path.name}" + (" and compiling to ONNX" if compile else "")):
         started = time.perf_counter()
         info = Client().upload(f"/api/models/{name}/versions", path, data, sample)
-    console.print(f"[green]registered[/green] {info['model']} version {info['version']} "
-                  f"({info['flavor']}) in {time.perf_counter() - started:.1f} s")
+    console.print(
+        f"[green]registered[/green] {info['model']} version {info['version']} "
+        f"({info['flavor']}) in {time.perf_counter() - started:.1f} s"
+    )
     metrics = info.get("metrics") or {}
     if metrics.get("compiled_from"):
-        console.print(f"  ONNX check: {metrics['check_rows']} rows ({metrics['check_sample']}), "
-                      f"largest difference {metrics['max_abs_diff']:.2g} "
-                      f"(tolerance {metrics['tolerance']:g}), labels equal: {metrics['labels_equal']}")
+        console.print(
+            f"  ONNX check: {metrics['check_rows']} rows ({metrics['check_sample']}), "
+            f"largest difference {metrics['max_abs_diff']:.2g} "
+            f"(tolerance {metrics['tolerance']:g}), labels equal: {metrics['labels_equal']}"
+        )
     _print_signature(info["signature"])
 
 
@@ -54,7 +79,9 @@ def _print_signature(signature: dict[str, list[dict[str, object]]]) -> None:
         table.add_column(col)
     for kind in ("inputs", "outputs"):
         for spec in signature[kind]:
-            table.add_row(kind[:-1], str(spec["name"]), str(spec["dtype"]), json.dumps(spec["shape"]))
+            table.add_row(
+                kind[:-1], str(spec["name"]), str(spec["dtype"]), json.dumps(spec["shape"])
+            )
     console.print(table)
 
 
@@ -68,9 +95,15 @@ def list_models() -> None:
     for m in models:
         for v in m["versions"]:
             spec = v["signature"]["inputs"][0]
-            table.add_row(m["name"], str(v["version"]), v["flavor"], v["stage"],
-                          ", ".join(v["aliases"]), f"{spec['dtype']} {spec['shape']}",
-                          time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created_at"])))
+            table.add_row(
+                m["name"],
+                str(v["version"]),
+                v["flavor"],
+                v["stage"],
+                ", ".join(v["aliases"]),
+                f"{spec['dtype']} {spec['shape']}",
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created_at"])),
+            )
     console.print(table)
 
 
@@ -84,12 +117,18 @@ def show(name: str) -> None:
 def promote(
     name: str,
     version: int,
-    stage: Annotated[Stage, typer.Option(help="none, staging, production, archived")] = Stage.PRODUCTION,
-    keep_existing: Annotated[bool, typer.Option(help="do not archive the version that held the stage")] = False,
+    stage: Annotated[
+        Stage, typer.Option(help="none, staging, production, archived")
+    ] = Stage.PRODUCTION,
+    keep_existing: Annotated[
+        bool, typer.Option(help="do not archive the version that held the stage")
+    ] = False,
 ) -> None:
     """Move a version to a stage (the previous holder is archived)."""
-    info = Client().post(f"/api/models/{name}/versions/{version}/stage",
-                         json={"stage": stage.value, "archive_existing": not keep_existing})
+    info = Client().post(
+        f"/api/models/{name}/versions/{version}/stage",
+        json={"stage": stage.value, "archive_existing": not keep_existing},
+    )
     console.print(f"{name} version {info['version']} is now [bold]{info['stage']}[/bold]")
 
 

@@ -72,8 +72,13 @@ class _Managed:
 
 
 class Controller:
-    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics,
-                 meter: UsageSink | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        metrics: Metrics,
+        meter: UsageSink | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
@@ -95,8 +100,9 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         async with self._lock:
-            await asyncio.gather(*(m.pool.stop() for m in self._pools.values()),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(m.pool.stop() for m in self._pools.values()), return_exceptions=True
+            )
             self._pools.clear()
             self.routes = {}
 
@@ -122,8 +128,9 @@ class Controller:
                 try:
                     await self._apply(spec)
                 except ZeroserveError as exc:
-                    log.error("endpoint cannot start", extra={"endpoint": spec.name,
-                                                               "error": exc.message})
+                    log.error(
+                        "endpoint cannot start", extra={"endpoint": spec.name, "error": exc.message}
+                    )
             await self._collect_unused()
 
     async def _apply(self, spec: EndpointSpec) -> Route:
@@ -143,11 +150,19 @@ class Controller:
         managed = self._pools.get(key)
         if managed is None:
             artifact_dir = await asyncio.to_thread(self.registry.artifact_dir, version)
-            config = PoolConfig(endpoint=endpoint, spec=vspec, artifact_dir=artifact_dir,
-                                start_timeout_s=self.settings.replica_start_timeout_s,
-                                zygote_name=f"{vspec.model} v{vspec.version}")
-            pool = Pool(config, metrics, self.meter,
-                        on_crash=lambda reason: self.metrics.crash(endpoint, vspec.name, reason))
+            config = PoolConfig(
+                endpoint=endpoint,
+                spec=vspec,
+                artifact_dir=artifact_dir,
+                start_timeout_s=self.settings.replica_start_timeout_s,
+                zygote_name=f"{vspec.model} v{vspec.version}",
+            )
+            pool = Pool(
+                config,
+                metrics,
+                self.meter,
+                on_crash=lambda reason: self.metrics.crash(endpoint, vspec.name, reason),
+            )
             await pool.start()
             managed = self._pools[key] = _Managed(pool)
         elif managed.pool.spec != vspec:
@@ -156,8 +171,11 @@ class Controller:
         return VariantRoute(vspec, version, managed.pool, metrics, version.signature)
 
     async def _collect_unused(self) -> None:
-        used = {id(v.pool) for r in self.routes.values()
-                for v in [*r.variants, *([r.shadow] if r.shadow else [])]}
+        used = {
+            id(v.pool)
+            for r in self.routes.values()
+            for v in [*r.variants, *([r.shadow] if r.shadow else [])]
+        }
         stale = [k for k, m in self._pools.items() if id(m.pool) not in used]
         for key in stale:
             managed = self._pools.pop(key)
@@ -170,6 +188,7 @@ class Controller:
             ("autoscaler", AUTOSCALE_INTERVAL_S, self.autoscale),
             ("memory", MEMORY_CHECK_INTERVAL_S, self._check_memory),
             ("reconcile", self.settings.reconcile_interval_s * 10, self.reconcile),
+            ("memory_pressure", 1.0, self._relieve_memory_pressure),
             *self.extra_managers,
         ]
         next_run = dict.fromkeys((m[0] for m in managers), 0.0)
@@ -193,9 +212,13 @@ class Controller:
             pool = managed.pool
             stats = pool.stats()
             ctx = AutoscalingContext(
-                now=now, config=pool.spec.scaling, current_replicas=stats.replicas + stats.starting,
-                in_flight=stats.in_flight, last_request_at=stats.last_request_at,
-                state=managed.scaler, queued_jobs=self.queued_jobs(pool),
+                now=now,
+                config=pool.spec.scaling,
+                current_replicas=stats.replicas + stats.starting,
+                in_flight=stats.in_flight,
+                last_request_at=stats.last_request_at,
+                state=managed.scaler,
+                queued_jobs=self.queued_jobs(pool),
             )
             target, managed.scaler = desired_replicas(ctx)
             pool.metrics.queue_depth.set(stats.queued)
@@ -214,10 +237,52 @@ class Controller:
             if observe is not None and largest:
                 observe(managed.pool.endpoint, managed.pool.spec.name, largest)
 
+    async def evict(self, name: str) -> int:
+        """Stop the zygotes of an endpoint's pools; the next start rebuilds them."""
+        route = self.routes.get(name)
+        if route is None:
+            return 0
+        pools = [v.pool for v in [*route.variants, *([route.shadow] if route.shadow else [])]]
+        for pool in pools:
+            await asyncio.to_thread(pool.evict_zygote)
+        return len(pools)
+
+    async def _relieve_memory_pressure(self) -> None:
+        """Under memory pressure, evict the zygote of the idlest pool at zero replicas."""
+        if available_memory_mb() >= self.settings.zygote_evict_below_mb:
+            return
+        idle = [
+            m.pool
+            for m in self._pools.values()
+            if m.pool.zygote.alive and not m.pool.replicas and not m.pool.starting
+        ]
+        if idle:
+            victim = min(idle, key=lambda p: p.last_request_at)
+            log.warning(
+                "memory pressure: evicting a zygote",
+                extra={"endpoint": victim.endpoint, "variant": victim.spec.name},
+            )
+            await asyncio.to_thread(victim.evict_zygote)
+
     def describe(self, name: str) -> dict[str, Any]:
         route = self.routes.get(name)
         if route is None:
             return {"ready": False, "variants": []}
         pools = [v.pool.describe() for v in route.variants]
-        return {"ready": True, "in_flight": route.in_flight, "variants": pools,
-                "shadow": route.shadow.pool.describe() if route.shadow else None}
+        return {
+            "ready": True,
+            "in_flight": route.in_flight,
+            "variants": pools,
+            "shadow": route.shadow.pool.describe() if route.shadow else None,
+        }
+
+
+def available_memory_mb() -> float:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("inf")

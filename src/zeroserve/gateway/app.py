@@ -50,20 +50,28 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        return JSONResponse({"error": f"invalid request: {problems}", "code": "invalid_request"},
-                            status_code=422)
+        return JSONResponse(
+            {"error": f"invalid request: {problems}", "code": "invalid_request"}, status_code=422
+        )
 
     async def on_http(_req: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        message = {404: "no such route; see /api/docs for the API",
-                   405: "method not allowed on this route"}.get(exc.status_code, str(exc.detail))
-        return JSONResponse({"error": message, "code": "http_error"}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        message = {
+            404: "no such route; see /api/docs for the API",
+            405: "method not allowed on this route",
+        }.get(exc.status_code, str(exc.detail))
+        return JSONResponse(
+            {"error": message, "code": "http_error"},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     async def on_unexpected(_req: Request, exc: Exception) -> Response:
         log.exception("unexpected error in the control API", exc_info=exc)
-        return JSONResponse({"error": "internal error; see the server log",
-                             "code": "internal_error"}, status_code=500)
+        return JSONResponse(
+            {"error": "internal error; see the server log", "code": "internal_error"},
+            status_code=500,
+        )
 
     app.add_exception_handler(ZeroserveError, on_error)
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -80,11 +88,14 @@ def admin_guard(settings: Settings) -> Any:
         auth = request.headers.get("authorization", "")
         key = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
         if not key:
-            raise Unauthorized("the control API requires an admin API key: send "
-                               "'Authorization: Bearer <key>'")
+            raise Unauthorized(
+                "the control API requires an admin API key: send 'Authorization: Bearer <key>'"
+            )
         if hashlib.sha256(key.encode()).digest() not in admin:
-            raise Forbidden("this key is not an admin key; the control API needs one from "
-                            "ZEROSERVE_ADMIN_API_KEYS")
+            raise Forbidden(
+                "this key is not an admin key; the control API needs one from "
+                "ZEROSERVE_ADMIN_API_KEYS"
+            )
 
     return check
 
@@ -110,13 +121,13 @@ def ops_router() -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        return Response(zs(request).metrics.render(),
-                        media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            zs(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @router.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "zeroserve", "version": __version__,
-                "extensions": ["binary_tensor_data"]}
+        return {"name": "zeroserve", "version": __version__, "extensions": ["binary_tensor_data"]}
 
     @router.get("/v2/health/live")
     async def live() -> dict[str, bool]:
@@ -135,8 +146,12 @@ def ops_router() -> APIRouter:
         variant = route.for_version(version) if version is not None else route.variants[0]
         if variant is None:
             raise ModelNotFound(f"endpoint {name!r} does not serve version {version}")
-        return v2.model_metadata(name, [v.spec.version for v in route.variants],
-                                 variant.version.flavor.value, variant.signature)
+        return v2.model_metadata(
+            name,
+            [v.spec.version for v in route.variants],
+            variant.version.flavor.value,
+            variant.signature,
+        )
 
     @router.get("/v2/models/{name}/ready")
     @router.get("/v2/models/{name}/versions/{version}/ready")
@@ -145,7 +160,7 @@ def ops_router() -> APIRouter:
         ok = route is not None and (version is None or route.for_version(version) is not None)
         if route is not None and ok:
             variants = route.variants if version is None else [route.for_version(version)]
-            ok = all(v is not None and v.pool.zygote.alive for v in variants)
+            ok = all(v is not None and v.pool.last_error is None for v in variants)
         body = {"name": name, "ready": ok}
         return JSONResponse(body, status_code=200 if ok else 400)
 
@@ -156,8 +171,11 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     """The ASGI app: the inference fast path in front of a FastAPI app for the rest."""
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry.open(settings.resolved_database_url, settings.resolved_artifact_url,
-                             cache_dir=settings.data_dir / "cache")
+    registry = Registry.open(
+        settings.resolved_database_url,
+        settings.resolved_artifact_url,
+        cache_dir=settings.data_dir / "cache",
+    )
     metrics = Metrics()
     meter = _make_meter()
     controller = Controller(registry, settings, metrics, meter)
@@ -166,15 +184,27 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await controller.start()
-        log.info("zeroserve ready", extra={"host": settings.host, "port": settings.port,
-                                            "endpoints": sorted(controller.routes)})
+        log.info(
+            "zeroserve ready",
+            extra={
+                "host": settings.host,
+                "port": settings.port,
+                "endpoints": sorted(controller.routes),
+            },
+        )
         try:
             yield
         finally:
             await controller.stop()
 
-    api = FastAPI(title="zeroserve", version=__version__, lifespan=lifespan,
-                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    api = FastAPI(
+        title="zeroserve",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
     api.state.zs = state
     api.state.session_factory = registry.sessions
     api.state.meter = meter

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from zeroserve.errors import BadRequest, Conflict, InvalidArtifact, ZeroserveError
 from zeroserve.registry.packaging import PackageRequest, PackageResult
+from zeroserve.settings import Settings
 from zeroserve.types import (
     EndpointSpec,
     Mode,
@@ -59,6 +60,7 @@ class DeployRequest(BaseModel):
     target_concurrency: float | None = Field(None, gt=0)
     max_queue: int | None = Field(None, ge=1)
     idle_timeout_s: float | None = Field(None, gt=0)
+    scale_down_delay_s: float | None = Field(None, ge=0)
     memory_limit_mb: int | None = Field(None, ge=16)
     max_batch_size: int | None = Field(None, ge=1)
     max_batch_wait_ms: float | None = Field(None, ge=0)
@@ -74,7 +76,7 @@ class EndpointStatus(BaseModel):
 # models
 @router.get("/models", response_model=list[ModelInfo])
 async def list_models(request: Request) -> list[ModelInfo]:
-    return await asyncio.to_thread(state(request).registry.list_models)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state(request).registry.list_models)
 
 
 @router.post("/models/{name}/versions", response_model=ModelVersionInfo, status_code=201)
@@ -109,13 +111,26 @@ async def register_version(
             with sample_path.open("wb") as fh:
                 await asyncio.to_thread(shutil.copyfileobj, sample.file, fh)
         sig = Signature.model_validate_json(signature) if signature else None
-        req = PackageRequest(source=source, dest=work / "artifact", flavor=flavor, trusted=trust,
-                             entrypoint=entrypoint, sample=sample_path, signature=sig,
-                             compile=compile, tolerance=tolerance)
+        req = PackageRequest(
+            source=source,
+            dest=work / "artifact",
+            flavor=flavor,
+            trusted=trust,
+            entrypoint=entrypoint,
+            sample=sample_path,
+            signature=sig,
+            compile=compile,
+            tolerance=tolerance,
+        )
         result = await run_packager(req)
         return await asyncio.to_thread(
-            zs.registry.register_version, name, req.dest, flavor=result.flavor,
-            signature=result.signature, trusted=trust, description=description,
+            zs.registry.register_version,
+            name,
+            req.dest,
+            flavor=result.flavor,
+            signature=result.signature,
+            trusted=trust,
+            description=description,
             metrics=result.metrics,
         )
 
@@ -123,8 +138,12 @@ async def register_version(
 async def run_packager(req: PackageRequest) -> PackageResult:
     """Inspect and package the artifact in a child process (it may be hostile or broken)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "zeroserve.registry.packaging", req.model_dump_json(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "zeroserve.registry.packaging",
+        req.model_dump_json(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), PACKAGE_TIMEOUT_S)
@@ -146,33 +165,41 @@ async def run_packager(req: PackageRequest) -> PackageResult:
 
 @router.get("/models/{name}", response_model=ModelInfo)
 async def get_model(request: Request, name: str) -> ModelInfo:
-    return await asyncio.to_thread(state(request).registry.get_model, name)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state(request).registry.get_model, name)
 
 
 @router.delete("/models/{name}", status_code=204)
 async def delete_model(request: Request, name: str) -> None:
     zs = state(request)
-    users = [e.name for e in await asyncio.to_thread(zs.registry.list_endpoints)
-             if any(v.model == name for v in e.variants)]
+    users = [
+        e.name
+        for e in await asyncio.to_thread(zs.registry.list_endpoints)
+        if any(v.model == name for v in e.variants)
+    ]
     if users:
-        raise Conflict(f"model {name!r} is served by endpoints {', '.join(users)}; delete them first")
+        raise Conflict(
+            f"model {name!r} is served by endpoints {', '.join(users)}; delete them first"
+        )
     await asyncio.to_thread(zs.registry.delete_model, name)
 
 
 @router.get("/models/{name}/versions/{ref}", response_model=ModelVersionInfo)
 async def get_version(request: Request, name: str, ref: str) -> ModelVersionInfo:
-    return await asyncio.to_thread(state(request).registry.get_version, name, ref)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state(request).registry.get_version, name, ref)
 
 
 @router.post("/models/{name}/versions/{version}/stage", response_model=ModelVersionInfo)
-async def set_stage(request: Request, name: str, version: int, body: StageChange) -> ModelVersionInfo:
-    return await asyncio.to_thread(  # type: ignore[no-any-return]
-        state(request).registry.set_stage, name, version, body.stage, body.archive_existing)
+async def set_stage(
+    request: Request, name: str, version: int, body: StageChange
+) -> ModelVersionInfo:
+    return await asyncio.to_thread(
+        state(request).registry.set_stage, name, version, body.stage, body.archive_existing
+    )
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=ModelVersionInfo)
 async def set_alias(request: Request, name: str, alias: str, body: AliasChange) -> ModelVersionInfo:
-    return await asyncio.to_thread(state(request).registry.set_alias, name, alias, body.version)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state(request).registry.set_alias, name, alias, body.version)
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204)
@@ -190,23 +217,38 @@ def spec_from_deploy(body: DeployRequest, version: int) -> EndpointSpec:
         provisioned=body.provisioned or 0,
         target_concurrency=body.target_concurrency or ScalingSpec().target_concurrency,
         max_queue=body.max_queue or ScalingSpec().max_queue,
-        idle_timeout_s=body.idle_timeout_s or (60.0 if serverless else ScalingSpec().idle_timeout_s),
+        idle_timeout_s=body.idle_timeout_s
+        or (60.0 if serverless else ScalingSpec().idle_timeout_s),
+        scale_down_delay_s=(
+            body.scale_down_delay_s
+            if body.scale_down_delay_s is not None
+            else ScalingSpec().scale_down_delay_s
+        ),
     )
     if body.mode == Mode.REALTIME and scaling.min_replicas < 1:
-        raise BadRequest("a realtime endpoint keeps at least one replica; use --mode serverless "
-                         "to scale to zero")
+        raise BadRequest(
+            "a realtime endpoint keeps at least one replica; use --mode serverless to scale to zero"
+        )
     if scaling.min_replicas > scaling.max_replicas:
-        raise BadRequest(f"min_replicas {scaling.min_replicas} is above max_replicas "
-                         f"{scaling.max_replicas}")
+        raise BadRequest(
+            f"min_replicas {scaling.min_replicas} is above max_replicas {scaling.max_replicas}"
+        )
     variant = VariantSpec(
-        name=f"v{version}", model=body.model, version=version, weight=1.0,
+        name=f"v{version}",
+        model=body.model,
+        version=version,
+        weight=1.0,
         max_batch_size=body.max_batch_size or VariantSpec.model_fields["max_batch_size"].default,
         max_batch_wait_ms=body.max_batch_wait_ms or 0.0,
-        memory_limit_mb=body.memory_limit_mb, scaling=scaling,
+        memory_limit_mb=body.memory_limit_mb,
+        scaling=scaling,
     )
     return EndpointSpec(
-        name=body.endpoint or body.model, mode=body.mode, variants=[variant],
-        request_timeout_s=body.request_timeout_s or 60.0, max_concurrency=body.max_concurrency,
+        name=body.endpoint or body.model,
+        mode=body.mode,
+        variants=[variant],
+        request_timeout_s=body.request_timeout_s or 60.0,
+        max_concurrency=body.max_concurrency,
     )
 
 
@@ -252,9 +294,18 @@ async def delete_endpoint(request: Request, name: str) -> None:
     await zs.controller.remove(name)
 
 
+@router.post("/endpoints/{name}/evict")
+async def evict_endpoint(request: Request, name: str) -> dict[str, int]:
+    """Free the memory of an endpoint's zygotes; the next cold start rebuilds them."""
+    zs = state(request)
+    await asyncio.to_thread(zs.registry.get_endpoint, name)
+    return {"evicted": await zs.controller.evict(name)}
+
+
 @router.get("/settings")
 async def get_settings(request: Request) -> dict[str, Any]:
-    return state(request).settings.public_dict()  # type: ignore[no-any-return]
+    settings: Settings = state(request).settings
+    return settings.public_dict()
 
 
 def admin_only(dependency: Any) -> list[Any]:

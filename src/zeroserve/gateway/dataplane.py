@@ -55,8 +55,9 @@ def key_digest(key: str) -> bytes:
 
 
 class DataPlane:
-    def __init__(self, controller: Controller, settings: Settings, metrics: Metrics,
-                 fallback: ASGIApp) -> None:
+    def __init__(
+        self, controller: Controller, settings: Settings, metrics: Metrics, fallback: ASGIApp
+    ) -> None:
         self.controller = controller
         self.settings = settings
         self.metrics = metrics
@@ -77,13 +78,26 @@ class DataPlane:
                 rest = path[len(V2_ROUTE[0]) : -len(V2_ROUTE[1])]
                 name, _, version = rest.partition("/versions/")
                 if "/" not in name and (not version or version.isdigit()):
-                    await self._serve(scope, receive, send, name,
-                                      int(version) if version else None, self._invoke_v2)
+                    await self._serve(
+                        scope,
+                        receive,
+                        send,
+                        name,
+                        int(version) if version else None,
+                        self._invoke_v2,
+                    )
                     return
         await self.fallback(scope, receive, send)
 
-    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, name: str,
-                     version: int | None, handler: Callable[..., Awaitable[Answer]]) -> None:
+    async def _serve(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        name: str,
+        version: int | None,
+        handler: Callable[..., Awaitable[Answer]],
+    ) -> None:
         started = time.perf_counter()
         headers = _headers(scope["headers"])
         variant: VariantRoute | None = None
@@ -97,25 +111,36 @@ class DataPlane:
             extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
         except Exception:
             log.exception("unexpected error serving a request", extra={"endpoint": name})
-            status, payload, extra = 500, b'{"error":"internal error; see the server log",'\
-                                          b'"code":"internal_error"}', []
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*extra, (b"content-length", str(len(payload)).encode())]})
+            status, payload, extra = (
+                500,
+                b'{"error":"internal error; see the server log","code":"internal_error"}',
+                [],
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*extra, (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
         if variant is not None and status == 200:
             variant.metrics.ok.inc()
             variant.metrics.latency.observe(time.perf_counter() - started)
         else:
             label = name if name in self.controller.routes else "unknown"
-            self.metrics.requests.labels(label, variant.spec.name if variant else "",
-                                         str(status)).inc()
+            self.metrics.requests.labels(
+                label, variant.spec.name if variant else "", str(status)
+            ).inc()
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         auth = headers.get(b"authorization", b"")
         key = auth[7:] if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key")
         if not key:
-            raise Unauthorized("this server requires an API key: send 'Authorization: Bearer "
-                               "<key>' or 'X-API-Key: <key>'")
+            raise Unauthorized(
+                "this server requires an API key: send 'Authorization: Bearer "
+                "<key>' or 'X-API-Key: <key>'"
+            )
         if hashlib.sha256(key).digest() not in self.keys:
             raise Forbidden("the API key is not valid")
 
@@ -149,13 +174,16 @@ class DataPlane:
         route = self.controller.routes.get(name)
         if route is None:
             known = ", ".join(sorted(self.controller.routes)) or "none deployed"
-            raise EndpointNotFound(f"no endpoint named {name!r} (endpoints: {known}); "
-                                   "deploy one with `zeroserve deploy MODEL`")
+            raise EndpointNotFound(
+                f"no endpoint named {name!r} (endpoints: {known}); "
+                "deploy one with `zeroserve deploy MODEL`"
+            )
         return route
 
     # protocols
-    async def _invoke_json(self, name: str, _version: int | None, body: bytes,
-                           _headers: dict[bytes, bytes]) -> Answer:
+    async def _invoke_json(
+        self, name: str, _version: int | None, body: bytes, _headers: dict[bytes, bytes]
+    ) -> Answer:
         route = self._route(name)
         request = _load_json(body)
         variant = route.choose()
@@ -166,19 +194,24 @@ class DataPlane:
             arrays = columns_to_arrays(request["inputs"], variant.signature)
             rows_format = False
         else:
-            raise MalformedPayload('send {"instances": [[...], ...]} (rows) or '
-                                   '{"inputs": {"name": [...]}} (columns)')
+            raise MalformedPayload(
+                'send {"instances": [[...], ...]} (rows) or {"inputs": {"name": [...]}} (columns)'
+            )
         result = await self._predict(route, variant, arrays)
         if rows_format:
-            payload = orjson.dumps({"predictions": _rows(result.outputs)},
-                                   option=orjson.OPT_SERIALIZE_NUMPY)
+            payload = orjson.dumps(
+                {"predictions": _rows(result.outputs)}, option=orjson.OPT_SERIALIZE_NUMPY
+            )
         else:
-            payload = orjson.dumps({"outputs": {k: _jsonable(v) for k, v in result.outputs.items()}},
-                                   option=orjson.OPT_SERIALIZE_NUMPY)
+            payload = orjson.dumps(
+                {"outputs": {k: _jsonable(v) for k, v in result.outputs.items()}},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
         return 200, payload, self._answer_headers(variant, result, JSON_HEADERS), variant
 
-    async def _invoke_v2(self, name: str, version: int | None, body: bytes,
-                         headers: dict[bytes, bytes]) -> Answer:
+    async def _invoke_v2(
+        self, name: str, version: int | None, body: bytes, headers: dict[bytes, bytes]
+    ) -> Answer:
         route = self._route(name)
         if version is None:
             variant = route.choose()
@@ -186,8 +219,9 @@ class DataPlane:
             found = route.for_version(version)
             if found is None:
                 served = ", ".join(str(v.spec.version) for v in route.variants)
-                raise VersionNotFound(f"endpoint {name!r} does not serve version {version} "
-                                      f"(it serves: {served})")
+                raise VersionNotFound(
+                    f"endpoint {name!r} does not serve version {version} (it serves: {served})"
+                )
             variant = found
         raw_length = headers.get(v2.HEADER_LENGTH.encode())
         header_length = int(raw_length) if raw_length and raw_length.isdigit() else None
@@ -195,19 +229,24 @@ class DataPlane:
         arrays = v2.decode_inputs(request, tail, variant.signature)
         names, binary = v2.requested_outputs(request, variant.signature)
         result = await self._predict(route, variant, arrays)
-        payload, out_headers = v2.encode_response(name, variant.spec.version, request.get("id"),
-                                                  result.outputs, names, binary)
+        payload, out_headers = v2.encode_response(
+            name, variant.spec.version, request.get("id"), result.outputs, names, binary
+        )
         base = [(k.encode(), v.encode()) for k, v in out_headers.items()]
         return 200, payload, self._answer_headers(variant, result, base), variant
 
     async def _predict(self, route: Route, variant: VariantRoute, arrays: Arrays) -> Result:
         limit = route.spec.max_concurrency
         if limit is not None and route.in_flight >= limit:
-            raise TooManyRequests(f"endpoint {route.spec.name} is at its max_concurrency of "
-                                  f"{limit}; retry shortly", retry_after_s=1.0)
+            raise TooManyRequests(
+                f"endpoint {route.spec.name} is at its max_concurrency of {limit}; retry shortly",
+                retry_after_s=1.0,
+            )
         route.in_flight += 1
         try:
-            result = await variant.pool.submit(arrays, rows_of(arrays), route.spec.request_timeout_s)
+            result = await variant.pool.submit(
+                arrays, rows_of(arrays), route.spec.request_timeout_s
+            )
         finally:
             route.in_flight -= 1
         if route.shadow is not None:
@@ -224,19 +263,23 @@ class DataPlane:
                 await shadow.pool.submit(arrays, rows_of(arrays), route.spec.request_timeout_s)
                 shadow.metrics.ok.inc()
             except ZeroserveError as exc:
-                self.metrics.requests.labels(route.spec.name, shadow.spec.name,
-                                             str(exc.status_code)).inc()
+                self.metrics.requests.labels(
+                    route.spec.name, shadow.spec.name, str(exc.status_code)
+                ).inc()
 
         task = asyncio.get_running_loop().create_task(fire())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     @staticmethod
-    def _answer_headers(variant: VariantRoute, result: Result,
-                        base: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        headers = [*base, (b"x-zeroserve-variant", variant.spec.name.encode()),
-                   (b"x-zeroserve-model-version",
-                    f"{variant.spec.model}:{variant.spec.version}".encode())]
+    def _answer_headers(
+        variant: VariantRoute, result: Result, base: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [
+            *base,
+            (b"x-zeroserve-variant", variant.spec.name.encode()),
+            (b"x-zeroserve-model-version", f"{variant.spec.model}:{variant.spec.version}".encode()),
+        ]
         if result.cold:
             headers.append((b"x-zeroserve-cold-start", b"true"))
         return headers
@@ -246,8 +289,13 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return {k: v for k, v in raw if k in _WANTED}
 
 
-_WANTED = {b"content-length", b"authorization", b"x-api-key", v2.HEADER_LENGTH.encode(),
-           b"content-type"}
+_WANTED = {
+    b"content-length",
+    b"authorization",
+    b"x-api-key",
+    v2.HEADER_LENGTH.encode(),
+    b"content-type",
+}
 
 
 def _load_json(body: bytes) -> dict[str, Any]:
@@ -263,8 +311,13 @@ def _load_json(body: bytes) -> dict[str, Any]:
 
 
 def _jsonable(arr: np.ndarray[Any, Any]) -> Any:
-    if arr.dtype.kind in "biuf" and arr.dtype.itemsize >= 2 and arr.flags.c_contiguous \
-            and arr.dtype.byteorder in "=|" and arr.dtype != np.float16:
+    if (
+        arr.dtype.kind in "biuf"
+        and arr.dtype.itemsize >= 2
+        and arr.flags.c_contiguous
+        and arr.dtype.byteorder in "=|"
+        and arr.dtype != np.float16
+    ):
         return arr
     return arr.tolist()
 
@@ -273,5 +326,6 @@ def _rows(outputs: Arrays) -> Any:
     if len(outputs) == 1:
         return _jsonable(next(iter(outputs.values())))
     columns = {k: v.tolist() for k, v in outputs.items()}
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(),
-                                                                       strict=True)]
+    return [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]

@@ -36,9 +36,11 @@ def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any
     except orjson.JSONDecodeError as exc:
         raise MalformedPayload(f"request body is not valid JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
-        raise MalformedPayload('an inference request is an object with an "inputs" list, e.g. '
-                               '{"inputs": [{"name": "input", "shape": [1, 4], '
-                               '"datatype": "FP32", "data": [...]}]}')
+        raise MalformedPayload(
+            'an inference request is an object with an "inputs" list, e.g. '
+            '{"inputs": [{"name": "input", "shape": [1, 4], '
+            '"datatype": "FP32", "data": [...]}]}'
+        )
     return request, tail
 
 
@@ -58,11 +60,14 @@ def decode_inputs(request: dict[str, Any], tail: bytes, signature: Signature) ->
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise MalformedPayload(f"inputs[{i}].shape must be a list of non-negative integers")
         if datatype not in OIP_TO_NUMPY:
-            raise InvalidInput(f"inputs[{i}].datatype {datatype!r} is not an OIP datatype; "
-                               f"this input takes {spec.datatype}")
+            raise InvalidInput(
+                f"inputs[{i}].datatype {datatype!r} is not an OIP datatype; "
+                f"this input takes {spec.datatype}"
+            )
         where = f"inputs[{i}] ({name})"
-        if datatype != spec.datatype and not (datatype.startswith("FP")
-                                              and spec.datatype.startswith("FP")):
+        if datatype != spec.datatype and not (
+            datatype.startswith("FP") and spec.datatype.startswith("FP")
+        ):
             raise InvalidInput(f"{where} is {datatype}; this input takes {spec.datatype}")
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
@@ -80,8 +85,9 @@ def decode_inputs(request: dict[str, Any], tail: bytes, signature: Signature) ->
     return arrays
 
 
-def _from_binary(tail: bytes, offset: int, size: int, datatype: str, shape: list[int],
-                 where: str) -> np.ndarray[Any, Any]:
+def _from_binary(
+    tail: bytes, offset: int, size: int, datatype: str, shape: list[int], where: str
+) -> np.ndarray[Any, Any]:
     if offset + size > len(tail):
         raise MalformedPayload(f"{where}: binary_data_size {size} runs past the end of the body")
     if datatype == "BYTES":
@@ -89,8 +95,9 @@ def _from_binary(tail: bytes, offset: int, size: int, datatype: str, shape: list
     dtype = np.dtype(OIP_TO_NUMPY[datatype])
     count = int(np.prod(shape)) if shape else 1
     if count * dtype.itemsize != size:
-        raise InvalidInput(f"{where}: shape {shape} of {datatype} needs {count * dtype.itemsize} "
-                           f"bytes, got {size}")
+        raise InvalidInput(
+            f"{where}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes, got {size}"
+        )
     return np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
 
 
@@ -102,8 +109,9 @@ def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.nda
         raise InvalidInput(f"{where}: data is not a regular array of numbers") from None
     if dtype.kind != "O":
         if arr.dtype.kind not in "biuf":
-            bad = next((v for v in arr.reshape(-1).tolist() if not isinstance(v, int | float)),
-                       None)
+            bad = next(
+                (v for v in arr.reshape(-1).tolist() if not isinstance(v, int | float)), None
+            )
             raise InvalidInput(f"{where}: data holds {bad!r}, not a number ({datatype})")
         if dtype.kind in "iu" and arr.dtype.kind == "f":
             raise InvalidInput(f"{where}: {datatype} data must be integers")
@@ -119,12 +127,16 @@ def _conform(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndar
         if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
             arr = arr.astype(spec.dtype)
         else:
-            raise InvalidInput(f"{where} is {NUMPY_TO_OIP.get(str(arr.dtype), arr.dtype)}; "
-                               f"this input takes {spec.datatype}")
+            raise InvalidInput(
+                f"{where} is {NUMPY_TO_OIP.get(str(arr.dtype), arr.dtype)}; "
+                f"this input takes {spec.datatype}"
+            )
     check_shape(arr, spec, where)
     if not spec.allow_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise InvalidInput(f"{where} contains NaN; input {spec.name!r} does not accept missing "
-                           "values: impute them before sending")
+        raise InvalidInput(
+            f"{where} contains NaN; input {spec.name!r} does not accept missing "
+            "values: impute them before sending"
+        )
     return arr
 
 
@@ -139,16 +151,18 @@ def requested_outputs(request: dict[str, Any], signature: Signature) -> tuple[li
     for i, out in enumerate(wanted):
         name = out.get("name") if isinstance(out, dict) else None
         if name not in all_names:
-            raise InvalidInput(f"outputs[{i}] names {name!r}; this model returns: "
-                               f"{', '.join(all_names)}")
+            raise InvalidInput(
+                f"outputs[{i}] names {name!r}; this model returns: {', '.join(all_names)}"
+            )
         names.append(name)
         if (out.get("parameters") or {}).get("binary_data", binary_all):
             binary.add(name)
     return names, binary
 
 
-def encode_response(model: str, version: int, request_id: Any, outputs: Arrays,
-                    names: list[str], binary: set[str]) -> tuple[bytes, dict[str, str]]:
+def encode_response(
+    model: str, version: int, request_id: Any, outputs: Arrays, names: list[str], binary: set[str]
+) -> tuple[bytes, dict[str, str]]:
     items: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name in names:
@@ -182,8 +196,9 @@ def _bytes_blob(arr: np.ndarray[Any, Any]) -> bytes:
     return b"".join(parts)
 
 
-def model_metadata(name: str, versions: list[int], platform: str,
-                   signature: Signature) -> dict[str, Any]:
+def model_metadata(
+    name: str, versions: list[int], platform: str, signature: Signature
+) -> dict[str, Any]:
     def tensor(s: TensorSpec) -> dict[str, Any]:
         return {"name": s.name, "datatype": s.datatype, "shape": s.shape}
 

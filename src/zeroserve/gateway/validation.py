@@ -32,7 +32,8 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
     if arr.dtype.kind not in NUMERIC_KINDS:
         if spec.dtype == "object":
             return arr
-        if arr.dtype.kind == "O" and spec.allow_nan and spec.dtype.startswith("float"):
+        nullable = arr.dtype.kind == "O" and spec.allow_nan and spec.dtype.startswith("float")
+        if nullable:
             try:
                 arr = np.array(value, dtype=spec.dtype)  # null becomes NaN
             except (ValueError, TypeError):
@@ -55,10 +56,11 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
 
 def _cast(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
     target = np.dtype(spec.dtype)
-    if target.kind in "iu" and arr.dtype.kind == "f":
-        if not np.all(np.mod(arr[np.isfinite(arr)], 1) == 0):
-            raise InvalidInput(f"{where}: input {spec.name!r} takes integers ({spec.dtype}); "
-                               "got fractional numbers")
+    fractional = target.kind in "iu" and arr.dtype.kind == "f"
+    if fractional and not np.all(np.mod(arr[np.isfinite(arr)], 1) == 0):
+        raise InvalidInput(
+            f"{where}: input {spec.name!r} takes integers ({spec.dtype}); got fractional numbers"
+        )
     if target.kind == "b" and arr.dtype.kind != "b":
         raise InvalidInput(f"{where}: input {spec.name!r} takes booleans, got {arr.dtype}")
     return arr.astype(target, copy=False)
@@ -73,7 +75,9 @@ def check_shape(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> None
     for axis, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
         if want >= 0 and got != want:
             if axis == 1 and arr.ndim == 2:
-                raise InvalidInput(f"each row of {where} has {got} values; expected {expected(spec)}")
+                raise InvalidInput(
+                    f"each row of {where} has {got} values; expected {expected(spec)}"
+                )
             raise InvalidInput(
                 f"{where} has {got} values along axis {axis}; expected {expected(spec)}"
             )
@@ -94,11 +98,14 @@ def _diagnose(value: Any, spec: TensorSpec, where: str) -> str:
             return f"{where}[{i}] has {len(items)} values; expected {expected(spec)}"
         for j, item in enumerate(items):
             if item is None:
-                return (f"{where}[{i}][{j}] is null; input {spec.name!r} does not accept "
-                        "missing values: impute them before sending")
+                return (
+                    f"{where}[{i}][{j}] is null; input {spec.name!r} does not accept "
+                    "missing values: impute them before sending"
+                )
             if isinstance(item, list):
                 return f"{where}[{i}][{j}] is a list; expected a number ({expected(spec)})"
-            if not isinstance(item, int | float) or isinstance(item, bool) and spec.dtype != "bool":
+            is_bool = isinstance(item, bool) and spec.dtype != "bool"
+            if not isinstance(item, int | float) or is_bool:
                 return f"{where}[{i}][{j}] is {_kind(item)}, not a number ({spec.dtype})"
     return f"{where} is not a regular array; expected {expected(spec)}"
 
@@ -126,8 +133,10 @@ def instances_to_arrays(instances: Any, signature: Signature) -> Arrays:
         return {spec.name: to_tensor(instances, spec, "instances")}
     if not all(isinstance(i, dict) for i in instances):
         names = ", ".join(s.name for s in signature.inputs)
-        raise InvalidInput(f"this model takes several inputs ({names}); send each instance "
-                           "as an object keyed by input name")
+        raise InvalidInput(
+            f"this model takes several inputs ({names}); send each instance "
+            "as an object keyed by input name"
+        )
     return columns_to_arrays(_transpose(instances), signature)
 
 
@@ -135,7 +144,9 @@ def _transpose(instances: list[Any]) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {}
     for i, item in enumerate(instances):
         if not isinstance(item, dict):
-            raise InvalidInput(f"instances[{i}] is {_kind(item)}; expected an object like the others")
+            raise InvalidInput(
+                f"instances[{i}] is {_kind(item)}; expected an object like the others"
+            )
         for key, val in item.items():
             columns.setdefault(key, []).append(val)
     return columns
@@ -147,11 +158,12 @@ def columns_to_arrays(inputs: Any, signature: Signature) -> Arrays:
         raise InvalidInput('"inputs" must be an object of named inputs or columns')
     names = {s.name for s in signature.inputs}
     if set(inputs) <= names:
-        missing = names - set(inputs)
-        if missing:
-            raise InvalidInput(f"missing inputs: {', '.join(sorted(missing))}")
-        arrays = {s.name: to_tensor(inputs[s.name], s, f"inputs.{s.name}")
-                  for s in signature.inputs}
+        absent = names - set(inputs)
+        if absent:
+            raise InvalidInput(f"missing inputs: {', '.join(sorted(absent))}")
+        arrays = {
+            s.name: to_tensor(inputs[s.name], s, f"inputs.{s.name}") for s in signature.inputs
+        }
         _same_rows(arrays)
         return arrays
     spec = signature.inputs[0]
@@ -161,19 +173,23 @@ def columns_to_arrays(inputs: Any, signature: Signature) -> Arrays:
         if missing or unknown:
             parts = []
             if missing:
-                parts.append(f"missing columns: {', '.join(missing[:10])}"
-                             + (" ..." if len(missing) > 10 else ""))
+                parts.append(
+                    f"missing columns: {', '.join(missing[:10])}"
+                    + (" ..." if len(missing) > 10 else "")
+                )
             if unknown:
                 parts.append(f"unknown columns: {', '.join(unknown[:10])}")
             raise InvalidInput("; ".join(parts) + f" (the model takes {len(spec.names)} columns)")
         lengths = {len(v) if isinstance(v, list) else -1 for v in inputs.values()}
         if len(lengths) != 1 or -1 in lengths:
-            raise InvalidInput("every column in \"inputs\" must be a list of the same length")
+            raise InvalidInput('every column in "inputs" must be a list of the same length')
         matrix = [[inputs[n][i] for n in spec.names] for i in range(lengths.pop())]
         return {spec.name: to_tensor(matrix, spec, "inputs")}
     expected_names = ", ".join(sorted(names))
-    raise InvalidInput(f"unknown inputs {', '.join(sorted(set(inputs) - names))}; "
-                       f"this model takes: {expected_names}")
+    raise InvalidInput(
+        f"unknown inputs {', '.join(sorted(set(inputs) - names))}; "
+        f"this model takes: {expected_names}"
+    )
 
 
 def _same_rows(arrays: Arrays) -> None:

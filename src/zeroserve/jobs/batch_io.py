@@ -7,6 +7,11 @@ are split along row groups (a row group larger than a shard is cut into row
 ranges). A shard is parsed by pyarrow straight into a float32 matrix; only a
 shard that pyarrow rejects is parsed again row by row in Python, to name each
 bad line and say what is wrong with it.
+
+Rules worth knowing: a CSV row is one line (quoted values with newlines are
+not supported: they show up as bad rows); blank lines are skipped and not
+counted as rows; an empty value or a JSON null is a bad row (write ``nan``
+where a model takes missing values); Parquet feature columns must be numeric.
 """
 
 from __future__ import annotations

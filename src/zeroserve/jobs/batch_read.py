@@ -248,8 +248,7 @@ def _read_parquet(fs: Any, path: str, manifest: Manifest, shard: Shard) -> Shard
     if manifest.id_column is not None and manifest.id_column not in columns:
         columns.append(manifest.id_column)
     with fs.open(path, "rb") as f:
-        table = pq.ParquetFile(f).read_row_groups(shard.row_groups or [], columns=columns)
-    table = table.slice(shard.skip_rows, shard.rows)
+        table = _parquet_rows(pq.ParquetFile(f), shard, columns)
     bad: list[BadRow] = []
     checked = [*manifest.feature_columns, *([manifest.id_column] if manifest.id_column else [])]
     if any(table.column(c).null_count for c in checked):
@@ -271,3 +270,21 @@ def _read_parquet(fs: Any, path: str, manifest: Manifest, shard: Shard) -> Shard
         else table.column(manifest.id_column).to_numpy()
     )
     return ShardData(ids, matrix(table, manifest.feature_columns), bad)
+
+
+def _parquet_rows(pf: Any, shard: Shard, columns: list[str]) -> Any:
+    groups = shard.row_groups or []
+    if len(groups) != 1 or shard.rows == pf.metadata.row_group(groups[0]).num_rows:
+        return pf.read_row_groups(groups, columns=columns).slice(shard.skip_rows, shard.rows)
+    # A piece of a row group larger than a shard: stream the group and stop at the
+    # piece's end, instead of decoding all of it for every piece.
+    pa = pa_module()
+    end, seen, parts = shard.skip_rows + shard.rows, 0, []
+    for batch in pf.iter_batches(batch_size=65536, row_groups=groups, columns=columns):
+        lo, hi = max(shard.skip_rows - seen, 0), min(end - seen, len(batch))
+        if hi > lo:
+            parts.append(batch.slice(lo, hi - lo))
+        seen += len(batch)
+        if seen >= end:
+            break
+    return pa.Table.from_batches(parts)

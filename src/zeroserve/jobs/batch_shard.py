@@ -28,6 +28,7 @@ from zeroserve.jobs.batch_manifest import (
 )
 from zeroserve.jobs.batch_read import read_shard
 from zeroserve.jobs.batch_write import (
+    check_rows,
     checksum,
     decode,
     encode,
@@ -131,6 +132,7 @@ def run_shard(
         report(len(data.bad_rows))
     try:
         outputs = predict_chunks(predict, data.features, input_name, batch_rows, report)
+        check_rows(outputs, len(data.ids))
     except Exception as exc:
         first = shard.start_row + 1
         message = f"predict failed on shard {shard.id} (rows {first}-{first + shard.rows - 1})"

@@ -3,7 +3,8 @@
 An output row is the input id followed by every model output. A 1-D output
 keeps its name; an output with more columns per row (class probabilities, an
 embedding) is flattened into ``<name>_0 .. <name>_<k-1>``, so every format,
-CSV included, holds plain scalar columns.
+CSV included, holds plain scalar columns. Without an input id column the id
+column is ``row``: the 0-based position of the row among the input's data rows.
 """
 
 from __future__ import annotations
@@ -34,18 +35,25 @@ def checksum(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def check_rows(outputs: Arrays, n: int) -> None:
+    """Every output must have one row per input row."""
+    for name, value in outputs.items():
+        shape = np.shape(value)
+        if not shape or shape[0] != n:
+            raise ModelError(
+                f"output {name!r} has shape {shape}, expected {n} rows (one per input row)"
+            )
+
+
 def output_table(id_name: str, ids: np.ndarray[Any, Any], outputs: Arrays) -> Any:
     """The id column joined to the model outputs, one row per id."""
     pa = pa_module()
     n = len(ids)
     names: list[str] = [id_name]
     arrays: list[Any] = [pa.array(ids)]
+    check_rows(outputs, n)
     for name, raw in outputs.items():
         value = np.asarray(raw)
-        if value.ndim == 0 or value.shape[0] != n:
-            raise ModelError(
-                f"output {name!r} has shape {value.shape}, expected {n} rows (one per input row)"
-            )
         if value.ndim == 1:
             names.append(name)
             arrays.append(pa.array(value))

@@ -47,8 +47,8 @@ def check_rows(
     if sample is not None:
         return sample[:CHECK_ROWS].astype(np.float32), "reference sample"
     rng = np.random.default_rng(0)
-    trees = [getattr(e, "tree_", None) for e in getattr(model, "estimators_", [model])]
-    trees = [t for t in np.ravel(np.asarray(trees, dtype=object)) if t is not None]
+    found = [getattr(e, "tree_", None) for e in getattr(model, "estimators_", [model])]
+    trees: list[Any] = [t for t in np.ravel(np.asarray(found, dtype=object)) if t is not None]
     if not trees:
         return rng.standard_normal((CHECK_ROWS, n_features)).astype(np.float32), "N(0,1) draws"
     low = np.full(n_features, np.inf)
@@ -75,8 +75,10 @@ def compile_sklearn_to_onnx(
     options = {id(model): {"zipmap": False}} if is_classifier else None
     try:
         onx = skl2onnx.convert_sklearn(
-            model, initial_types=[("input", FloatTensorType([None, n_features]))],
-            options=options, target_opset={"": 17, "ai.onnx.ml": 3},
+            model,
+            initial_types=[("input", FloatTensorType([None, n_features]))],
+            options=options,
+            target_opset={"": 17, "ai.onnx.ml": 3},
         )
     except Exception as exc:
         raise InvalidArtifact(
@@ -85,8 +87,11 @@ def compile_sklearn_to_onnx(
     onnx_bytes = onx.SerializeToString()
     session = make_session(onnx_bytes)
     rows, source = check_rows(model, n_features, sample)
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": rows}),
-                   strict=True))
+    got = dict(
+        zip(
+            [o.name for o in session.get_outputs()], session.run(None, {"input": rows}), strict=True
+        )
+    )
     if is_classifier:
         want_proba = model.predict_proba(rows)
         want_label = model.classes_.take(np.argmax(want_proba, axis=1))
@@ -94,8 +99,11 @@ def compile_sklearn_to_onnx(
         labels_equal = bool(np.array_equal(got["label"], want_label))
         outputs = [
             TensorSpec(name="label", dtype=str(got["label"].dtype), shape=[-1]),
-            TensorSpec(name="probabilities", dtype="float32",
-                       shape=[-1, int(got["probabilities"].shape[1])]),
+            TensorSpec(
+                name="probabilities",
+                dtype="float32",
+                shape=[-1, int(got["probabilities"].shape[1])],
+            ),
         ]
     else:
         out_name = session.get_outputs()[0].name
@@ -111,8 +119,15 @@ def compile_sklearn_to_onnx(
             "serve the original (drop --compile) or raise --tolerance if that difference is fine"
         )
     spec = signature.inputs[0]
-    inputs = [TensorSpec(name="input", dtype="float32", shape=[-1, n_features],
-                         allow_nan=spec.allow_nan, names=spec.names)]
+    inputs = [
+        TensorSpec(
+            name="input",
+            dtype="float32",
+            shape=[-1, n_features],
+            allow_nan=spec.allow_nan,
+            names=spec.names,
+        )
+    ]
     return CompileReport(
         onnx_bytes=onnx_bytes,
         signature=Signature(inputs=inputs, outputs=outputs),

@@ -11,7 +11,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -108,7 +108,7 @@ def _has_header(path: Path) -> int:
 def input_spec(runtime: Runtime, sample: np.ndarray[Any, Any] | None) -> list[TensorSpec]:
     """Input tensors from what the loaded model says about itself."""
     allow_nan = bool(sample is not None and np.isnan(sample).any())
-    model = getattr(runtime, "model", None)
+    model: Any = getattr(runtime, "model", None)
     if runtime.flavor == "sklearn" and hasattr(model, "n_features_in_"):
         names = getattr(model, "feature_names_in_", None)
         dtype = "float32" if sample is not None and sample.dtype == np.float32 else "float64"
@@ -122,22 +122,42 @@ def input_spec(runtime: Runtime, sample: np.ndarray[Any, Any] | None) -> list[Te
             )
         ]
     if runtime.flavor == "onnx":
-        return [_onnx_spec(i, allow_nan) for i in runtime.session.get_inputs()]  # type: ignore[attr-defined]
-    booster = getattr(runtime, "booster", None)
+        return [_onnx_spec(i, allow_nan) for i in cast(Any, runtime).session.get_inputs()]
+    booster: Any = getattr(runtime, "booster", None)
     if runtime.flavor == "xgboost":
-        names = booster.feature_names  # type: ignore[union-attr]
-        return [TensorSpec(name="input", dtype="float32", shape=[-1, booster.num_features()],  # type: ignore[union-attr]
-                           allow_nan=True, names=names)]
+        names = booster.feature_names
+        return [
+            TensorSpec(
+                name="input",
+                dtype="float32",
+                shape=[-1, booster.num_features()],
+                allow_nan=True,
+                names=names,
+            )
+        ]
     if runtime.flavor == "lightgbm":
-        return [TensorSpec(name="input", dtype="float64", shape=[-1, booster.num_feature()],  # type: ignore[union-attr]
-                           allow_nan=True, names=booster.feature_name())]  # type: ignore[union-attr]
+        return [
+            TensorSpec(
+                name="input",
+                dtype="float64",
+                shape=[-1, booster.num_feature()],
+                allow_nan=True,
+                names=booster.feature_name(),
+            )
+        ]
     if sample is None:
         raise InvalidArtifact(
             "cannot infer the input signature of this model; pass --sample FILE "
             "(a few rows of inputs) or --signature FILE.json"
         )
-    return [TensorSpec(name="input", dtype=str(sample.dtype), shape=[-1, *sample.shape[1:]],
-                       allow_nan=allow_nan)]
+    return [
+        TensorSpec(
+            name="input",
+            dtype=str(sample.dtype),
+            shape=[-1, *sample.shape[1:]],
+            allow_nan=allow_nan,
+        )
+    ]
 
 
 ONNX_TYPES = {
@@ -161,16 +181,17 @@ def _onnx_spec(node: Any, allow_nan: bool) -> TensorSpec:
 def probe_inputs(inputs: list[TensorSpec], sample: np.ndarray[Any, Any] | None) -> dict[str, Any]:
     if sample is not None and len(inputs) == 1:
         return {inputs[0].name: sample[:8].astype(inputs[0].dtype)}
-    return {
-        s.name: np.zeros([2 if d < 0 else d for d in s.shape], dtype=s.dtype) for s in inputs
-    }
+    return {s.name: np.zeros([2 if d < 0 else d for d in s.shape], dtype=s.dtype) for s in inputs}
 
 
 def output_spec(runtime: Runtime, probe: dict[str, Any]) -> list[TensorSpec]:
     outputs = runtime.predict(probe)
     return [
-        TensorSpec(name=name, dtype=str(arr.dtype) if arr.dtype.kind not in "OUS" else "object",
-                   shape=[-1, *arr.shape[1:]])
+        TensorSpec(
+            name=name,
+            dtype=str(arr.dtype) if arr.dtype.kind not in "OUS" else "object",
+            shape=[-1, *arr.shape[1:]],
+        )
         for name, arr in outputs.items()
     ]
 
@@ -183,15 +204,22 @@ def package(req: PackageRequest) -> PackageResult:
     req.dest.mkdir(parents=True, exist_ok=True)
     filename = "model" + req.source.suffix.lower()
     shutil.copy2(req.source, req.dest / filename)
-    meta = ArtifactMeta(flavor=flavor, file=filename, format=fmt, trusted=req.trusted,
-                        entrypoint=req.entrypoint if flavor == "python" else None)
+    meta = ArtifactMeta(
+        flavor=flavor,
+        file=filename,
+        format=fmt,
+        trusted=req.trusted,
+        entrypoint=req.entrypoint if flavor == "python" else None,
+    )
     runtime = create_runtime(meta)
     runtime.load(req.dest)
     sample = read_sample(req.sample) if req.sample else None
     signature = req.signature
     if signature is None:
         inputs = input_spec(runtime, sample)
-        signature = Signature(inputs=inputs, outputs=output_spec(runtime, probe_inputs(inputs, sample)))
+        signature = Signature(
+            inputs=inputs, outputs=output_spec(runtime, probe_inputs(inputs, sample))
+        )
     result = PackageResult(flavor=flavor, signature=signature)
     if req.compile == "onnx":
         result = _compile(req, runtime, signature, sample)
@@ -200,8 +228,9 @@ def package(req: PackageRequest) -> PackageResult:
         (req.dest / "source").mkdir()
         shutil.copy2(req.source, req.dest / "source" / filename)
         (req.dest / "model.onnx").write_bytes(result.metrics.pop("_onnx_bytes"))
-        meta = ArtifactMeta(flavor="onnx", file="model.onnx", format="onnx",
-                            options={"compiled_from": flavor})
+        meta = ArtifactMeta(
+            flavor="onnx", file="model.onnx", format="onnx", options={"compiled_from": flavor}
+        )
     elif req.compile:
         raise InvalidArtifact(f"--compile {req.compile}: only 'onnx' is supported")
     meta.signature = result.signature
@@ -216,12 +245,16 @@ def _compile(
     req: PackageRequest, runtime: Runtime, signature: Signature, sample: np.ndarray[Any, Any] | None
 ) -> PackageResult:
     if runtime.flavor != "sklearn":
-        raise InvalidArtifact(f"--compile onnx applies to scikit-learn models, not {runtime.flavor}")
-    report = compile_sklearn_to_onnx(getattr(runtime, "model"), signature, sample, req.tolerance)
+        raise InvalidArtifact(
+            f"--compile onnx applies to scikit-learn models, not {runtime.flavor}"
+        )
+    model: Any = cast(Any, runtime).model
+    report = compile_sklearn_to_onnx(model, signature, sample, req.tolerance)
     metrics = report.summary()
     metrics["_onnx_bytes"] = report.onnx_bytes
-    return PackageResult(flavor="onnx", signature=report.signature, metrics=metrics,
-                         compiled_from="sklearn")
+    return PackageResult(
+        flavor="onnx", signature=report.signature, metrics=metrics, compiled_from="sklearn"
+    )
 
 
 def main() -> None:
@@ -230,11 +263,22 @@ def main() -> None:
         result = package(request)
         print(json.dumps({"ok": True, "result": result.model_dump(mode="json")}))
     except ZeroserveError as exc:
-        print(json.dumps({"ok": False, "status": exc.status_code, "code": exc.code,
-                          "error": exc.message}))
+        print(
+            json.dumps(
+                {"ok": False, "status": exc.status_code, "code": exc.code, "error": exc.message}
+            )
+        )
     except Exception as exc:  # the artifact itself failed; say so, not where
-        print(json.dumps({"ok": False, "status": 400, "code": "invalid_artifact",
-                          "error": f"could not load the artifact: {type(exc).__name__}: {exc}"}))
+        print(
+            json.dumps(
+                {
+                    "ok": False,
+                    "status": 400,
+                    "code": "invalid_artifact",
+                    "error": f"could not load the artifact: {type(exc).__name__}: {exc}",
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -75,14 +75,23 @@ class Registry:
                 model = ModelRow(name=name, created_at=now, description="")
                 s.add(model)
                 s.flush()
-            latest = s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_name == name))
+            latest = s.scalar(
+                select(func.max(VersionRow.version)).where(VersionRow.model_name == name)
+            )
             version = (latest or 0) + 1
             uri = self.store.put(f"models/{name}/{version}", artifact_dir)
             row = VersionRow(
-                model_name=name, version=version, flavor=flavor,
-                signature=signature.model_dump(mode="json"), stage=Stage.NONE.value,
-                artifact_uri=uri, created_at=now, trusted=trusted, compiled_from=compiled_from,
-                description=description, metrics=metrics or {},
+                model_name=name,
+                version=version,
+                flavor=flavor,
+                signature=signature.model_dump(mode="json"),
+                stage=Stage.NONE.value,
+                artifact_uri=uri,
+                created_at=now,
+                trusted=trusted,
+                compiled_from=compiled_from,
+                description=description,
+                metrics=metrics or {},
             )
             s.add(row)
             s.flush()
@@ -119,7 +128,8 @@ class Registry:
             if archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION):
                 holders = s.scalars(
                     select(VersionRow).where(
-                        VersionRow.model_name == name, VersionRow.stage == stage.value,
+                        VersionRow.model_name == name,
+                        VersionRow.stage == stage.value,
                         VersionRow.version != version,
                     )
                 )
@@ -216,7 +226,9 @@ class Registry:
         elif str(ref).startswith("@"):
             stage = str(ref)[1:]
             if stage not in {st.value for st in Stage}:
-                raise BadRequest(f"unknown stage {stage!r}; use one of {[st.value for st in Stage]}")
+                raise BadRequest(
+                    f"unknown stage {stage!r}; use one of {[st.value for st in Stage]}"
+                )
             row = s.scalars(
                 query.where(VersionRow.stage == stage).order_by(VersionRow.version.desc())
             ).first()
@@ -224,7 +236,8 @@ class Registry:
             alias = s.get(AliasRow, (name, str(ref)))
             row = (
                 s.scalars(query.where(VersionRow.version == alias.version)).first()
-                if alias else None
+                if alias
+                else None
             )
         if row is None:
             versions = s.scalars(select(VersionRow.version).where(VersionRow.model_name == name))
@@ -241,15 +254,24 @@ class Registry:
             )
         ).all()
         return ModelVersionInfo(
-            model=row.model_name, version=row.version, flavor=Flavor(row.flavor),
-            signature=Signature.model_validate(row.signature), stage=Stage(row.stage),
-            artifact_uri=row.artifact_uri, created_at=row.created_at, trusted=row.trusted,
-            compiled_from=row.compiled_from, description=row.description,
-            metrics=row.metrics or {}, aliases=list(aliases),
+            model=row.model_name,
+            version=row.version,
+            flavor=Flavor(row.flavor),
+            signature=Signature.model_validate(row.signature),
+            stage=Stage(row.stage),
+            artifact_uri=row.artifact_uri,
+            created_at=row.created_at,
+            trusted=row.trusted,
+            compiled_from=row.compiled_from,
+            description=row.description,
+            metrics=row.metrics or {},
+            aliases=list(aliases),
         )
 
     def _model_info(self, s: Session, model: ModelRow) -> ModelInfo:
         return ModelInfo(
-            name=model.name, created_at=model.created_at, description=model.description,
+            name=model.name,
+            created_at=model.created_at,
+            description=model.description,
             versions=[self._version_info(s, v) for v in model.versions],
         )

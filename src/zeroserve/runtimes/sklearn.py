@@ -51,7 +51,9 @@ class SklearnRuntime(Runtime):
         self.is_classifier = False
 
     def load(self, artifact_dir: Path) -> None:
-        self.model = load_sklearn(artifact_dir / self.meta.file, self.meta.format, self.meta.trusted)
+        self.model = load_sklearn(
+            artifact_dir / self.meta.file, self.meta.format, self.meta.trusted
+        )
         self.is_classifier = hasattr(self.model, "predict_proba") and hasattr(
             self.model, "classes_"
         )

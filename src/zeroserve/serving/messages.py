@@ -37,9 +37,9 @@ def encode(meta: dict[str, Any], arrays: Arrays | None = None) -> list[bytes | m
         if arr.dtype.kind in "OUSV":
             specs.append({"name": name, "json": arr.tolist()})
             continue
-        arr = np.ascontiguousarray(arr)
-        specs.append({"name": name, "dtype": arr.dtype.str, "shape": arr.shape})
-        buffers.append(memoryview(arr).cast("B") if arr.nbytes else memoryview(b""))
+        flat = np.ascontiguousarray(arr)
+        specs.append({"name": name, "dtype": flat.dtype.str, "shape": flat.shape})
+        buffers.append(flat.data.cast("B") if flat.nbytes else memoryview(b""))
     if specs:
         meta = {**meta, "arrays": specs}
     payload = orjson.dumps(meta)

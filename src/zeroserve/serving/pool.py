@@ -82,8 +82,13 @@ class PoolConfig:
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, metrics: VariantMetrics,
-                 meter: UsageSink | None = None, on_crash: Any = None) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        metrics: VariantMetrics,
+        meter: UsageSink | None = None,
+        on_crash: Any = None,
+    ) -> None:
         self.config = config
         self.spec = config.spec
         self.endpoint = config.endpoint
@@ -165,11 +170,16 @@ class Pool:
     def _expire(self, pending: Pending, timeout_s: float) -> None:
         if not pending.future.done():
             reason = self.last_error if not self.replicas and self.last_error else None
-            pending.future.set_exception(RequestTimeout(
-                f"no answer from endpoint {self.endpoint} within {timeout_s:g} s"
-                + (f"; its replicas cannot start: {reason}" if reason else
-                   "; raise request_timeout_s or max_replicas")
-            ))
+            pending.future.set_exception(
+                RequestTimeout(
+                    f"no answer from endpoint {self.endpoint} within {timeout_s:g} s"
+                    + (
+                        f"; its replicas cannot start: {reason}"
+                        if reason
+                        else "; raise request_timeout_s or max_replicas"
+                    )
+                )
+            )
 
     def _take(self) -> list[Pending]:
         batch: list[Pending] = []
@@ -228,12 +238,18 @@ class Pool:
         self.metrics.batch_rows.observe(rows)
         self.metrics.compute.observe(compute_s)
         if self.meter is not None:
-            self.meter.record(UsageRecord(
-                endpoint=self.endpoint, variant=self.spec.name, requests=len(batch), rows=rows,
-                compute_s=compute_s, bytes_in=sum(a.nbytes for a in arrays.values()),
-                bytes_out=sum(a.nbytes for a in outputs.values()),
-                cold_start=any(p.cold for p in batch),
-            ))
+            self.meter.record(
+                UsageRecord(
+                    endpoint=self.endpoint,
+                    variant=self.spec.name,
+                    requests=len(batch),
+                    rows=rows,
+                    compute_s=compute_s,
+                    bytes_in=sum(a.nbytes for a in arrays.values()),
+                    bytes_out=sum(a.nbytes for a in outputs.values()),
+                    cold_start=any(p.cold for p in batch),
+                )
+            )
         if len(batch) == 1:
             p = batch[0]
             if not p.future.done():
@@ -256,9 +272,11 @@ class Pool:
             return
         p = batch[0]
         if not p.future.done():
-            p.future.set_exception(ModelError(
-                f"model {self.spec.model} v{self.spec.version} failed on this input: {message}"
-            ))
+            p.future.set_exception(
+                ModelError(
+                    f"model {self.spec.model} v{self.spec.version} failed on this input: {message}"
+                )
+            )
 
     # replicas
     async def scale_to(self, target: int) -> None:
@@ -271,8 +289,11 @@ class Pool:
         missing = self.target - len(live) - self.starting
         if missing > 0:
             self.metrics.scale_up.inc(missing)
-            await asyncio.gather(*(self._start_replica() for _ in range(missing)),
-                                 return_exceptions=True)
+            # Reserve the slots before awaiting, so a concurrent call sees them.
+            self.starting += missing
+            await asyncio.gather(
+                *(self._start_replica() for _ in range(missing)), return_exceptions=True
+            )
         elif len(live) > self.target:
             surplus = sorted(live, key=lambda r: (r.busy, r.last_used))[: len(live) - self.target]
             self.metrics.scale_down.inc(len(surplus))
@@ -281,19 +302,22 @@ class Pool:
             self._work.set()
 
     async def _start_replica(self) -> None:
-        self.starting += 1
+        """Start one replica in a slot the caller reserved in ``starting``."""
         started = time.perf_counter()
         try:
             if not self.zygote.alive:
                 self.zygote.start()
                 await self.zygote.wait_ready(self.config.start_timeout_s)
             pid, fd = await self.zygote.fork()
-            replica = await Replica.connect(pid, fd, self._on_replica_exit,
-                                            self.config.start_timeout_s)
+            replica = await Replica.connect(
+                pid, fd, self._on_replica_exit, self.config.start_timeout_s
+            )
         except Exception as exc:
             self.last_error = str(exc)
-            log.warning("replica start failed", extra={"endpoint": self.endpoint,
-                                                       "variant": self.spec.name, "error": str(exc)})
+            log.warning(
+                "replica start failed",
+                extra={"endpoint": self.endpoint, "variant": self.spec.name, "error": str(exc)},
+            )
             self._fail_queued_if_hopeless(exc)
             return
         finally:
@@ -329,13 +353,16 @@ class Pool:
             how = replica.kill_reason or describe_exit(status)
             if self.on_crash is not None:
                 self.on_crash("memory" if replica.kill_reason else "crash")
-            replica.fail_pending(ReplicaCrashed(
-                f"the replica serving {self.endpoint} (model {self.spec.model} "
-                f"v{self.spec.version}) {how} while predicting this request; "
-                "it is being replaced, retry the request"
-            ))
-            log.warning("replica died", extra={"endpoint": self.endpoint, "pid": replica.pid,
-                                               "how": how})
+            replica.fail_pending(
+                ReplicaCrashed(
+                    f"the replica serving {self.endpoint} (model {self.spec.model} "
+                    f"v{self.spec.version}) {how} while predicting this request; "
+                    "it is being replaced, retry the request"
+                )
+            )
+            log.warning(
+                "replica died", extra={"endpoint": self.endpoint, "pid": replica.pid, "how": how}
+            )
         else:
             await self.zygote.exit_status(replica.pid, timeout_s=0.5)  # reap its status
         replica.fail_pending(ReplicaCrashed("the replica stopped; retry the request"))
@@ -351,26 +378,40 @@ class Pool:
             pss = proportional_memory_mb(replica.pid)
             largest = max(largest, pss)
             if limit is not None and pss > limit and replica.kill_reason is None:
-                replica.kill(f"used {pss:.0f} MB, over its memory limit of {limit} MB, and was killed")
+                replica.kill(
+                    f"used {pss:.0f} MB, over its memory limit of {limit} MB, and was killed"
+                )
         self.metrics.memory.set(largest)
         return largest
 
     def stats(self) -> PoolStats:
         return PoolStats(
-            replicas=len([r for r in self.replicas if not r.closing]), starting=self.starting,
-            in_flight=self.in_flight, queued=len(self.queue), arrivals=self.arrivals,
-            last_request_at=self.last_request_at, cold_starts=self.cold_starts,
+            replicas=len([r for r in self.replicas if not r.closing]),
+            starting=self.starting,
+            in_flight=self.in_flight,
+            queued=len(self.queue),
+            arrivals=self.arrivals,
+            last_request_at=self.last_request_at,
+            cold_starts=self.cold_starts,
         )
 
     def describe(self) -> dict[str, Any]:
         return {
-            "variant": self.spec.name, "model": self.spec.model, "version": self.spec.version,
-            "replicas": [{"pid": r.pid, "busy": r.busy, "age_s": round(time.monotonic()
-                          - r.started_at, 1)} for r in self.replicas],
-            "target_replicas": self.target, "starting": self.starting,
-            "queued": len(self.queue), "in_flight": self.in_flight,
-            "cold_starts": self.cold_starts, "zygote_alive": self.zygote.alive,
-            "zygote_load_s": round(self.zygote.load_s, 3), "last_error": self.last_error,
+            "variant": self.spec.name,
+            "model": self.spec.model,
+            "version": self.spec.version,
+            "replicas": [
+                {"pid": r.pid, "busy": r.busy, "age_s": round(time.monotonic() - r.started_at, 1)}
+                for r in self.replicas
+            ],
+            "target_replicas": self.target,
+            "starting": self.starting,
+            "queued": len(self.queue),
+            "in_flight": self.in_flight,
+            "cold_starts": self.cold_starts,
+            "zygote_alive": self.zygote.alive,
+            "zygote_load_s": round(self.zygote.load_s, 3),
+            "last_error": self.last_error,
         }
 
 

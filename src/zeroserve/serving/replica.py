@@ -59,9 +59,16 @@ class ZygoteHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**os.environ, **SINGLE_THREAD_ENV}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zeroserve.serving.zygote", str(self.artifact_dir),
-             str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "zeroserve.serving.zygote",
+                str(self.artifact_dir),
+                str(theirs.fileno()),
+            ],
+            pass_fds=[theirs.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
         theirs.close()
         self.ctrl = ours
@@ -103,12 +110,15 @@ class ZygoteHandle:
         """Fork a replica; returns (pid, fd of the gateway's end of its socket)."""
         reply = await asyncio.to_thread(self._call, {"op": "fork"}, timeout_s)
         if reply.get("op") != "forked" or "fd" not in reply:
-            raise NoReplicaAvailable(f"could not fork a replica of {self.name}: {reply.get('error')}")
+            raise NoReplicaAvailable(
+                f"could not fork a replica of {self.name}: {reply.get('error')}"
+            )
         return int(reply["pid"]), int(reply["fd"])
 
     async def exit_status(self, pid: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
-        reply = await asyncio.to_thread(self._call, {"op": "wait", "pid": pid,
-                                                     "timeout_s": timeout_s}, timeout_s + 1)
+        reply = await asyncio.to_thread(
+            self._call, {"op": "wait", "pid": pid, "timeout_s": timeout_s}, timeout_s + 1
+        )
         return reply if reply.get("op") == "status" else None
 
     def stop(self) -> None:
@@ -128,8 +138,13 @@ class ZygoteHandle:
 class Replica:
     """One worker process: send a batch, await its outputs."""
 
-    def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 on_exit: Callable[[Replica], None]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_exit: Callable[[Replica], None],
+    ) -> None:
         self.id = next(_ids)
         self.pid = pid
         self.reader = reader
@@ -147,8 +162,9 @@ class Replica:
         self.exit_message = ""
 
     @classmethod
-    async def connect(cls, pid: int, fd: int, on_exit: Callable[[Replica], None],
-                      timeout_s: float) -> Replica:
+    async def connect(
+        cls, pid: int, fd: int, on_exit: Callable[[Replica], None], timeout_s: float
+    ) -> Replica:
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**24)
@@ -163,7 +179,9 @@ class Replica:
     async def _read_frame(self) -> tuple[dict[str, Any], Arrays]:
         head = await self.reader.readexactly(HEAD.size)
         meta_len, nbuf = HEAD.unpack(head)
-        lengths = struct.unpack(f"<{nbuf}Q", await self.reader.readexactly(8 * nbuf)) if nbuf else ()
+        lengths = (
+            struct.unpack(f"<{nbuf}Q", await self.reader.readexactly(8 * nbuf)) if nbuf else ()
+        )
         payload = await self.reader.readexactly(meta_len)
         buffers = [bytearray(await self.reader.readexactly(n)) for n in lengths]
         return decode(payload, buffers)

@@ -104,8 +104,11 @@ class Zygote:
         child_end.close()
         self.children.add(pid)
         threads = threading.active_count()
-        _send(self.ctrl, {"op": "forked", "pid": pid, "replica": replica_id, "threads": threads},
-              [parent_end.fileno()])
+        _send(
+            self.ctrl,
+            {"op": "forked", "pid": pid, "replica": replica_id, "threads": threads},
+            [parent_end.fileno()],
+        )
         parent_end.close()
 
     def _become_replica(self, sock: socket.socket, other: socket.socket) -> None:
@@ -174,8 +177,10 @@ def main() -> None:
     except Exception as exc:
         _send(ctrl, {"op": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]})
         return
-    _send(ctrl, {"op": "ready", "pid": os.getpid(), "load_s": load_s,
-                 "threads": threading.active_count()})
+    _send(
+        ctrl,
+        {"op": "ready", "pid": os.getpid(), "load_s": load_s, "threads": threading.active_count()},
+    )
     zygote.serve()
 
 

@@ -1,5 +1,7 @@
 """The autoscaler fed recorded load curves with an injected clock."""
 
+import itertools
+
 from zeroserve.control.autoscaler import AutoscalerState, AutoscalingContext, desired_replicas
 from zeroserve.types import ScalingSpec
 
@@ -12,19 +14,26 @@ def simulate(curve: list[int], cfg: ScalingSpec, start: int = 0, dt: float = 0.2
         now = i * dt
         if in_flight:
             last_request = now
-        ctx = AutoscalingContext(now=now, config=cfg, current_replicas=replicas,
-                                 in_flight=in_flight, last_request_at=last_request, state=state)
+        ctx = AutoscalingContext(
+            now=now,
+            config=cfg,
+            current_replicas=replicas,
+            in_flight=in_flight,
+            last_request_at=last_request,
+            state=state,
+        )
         replicas, state = desired_replicas(ctx)
         trace.append(replicas)
     return trace
 
 
 def changes(trace: list[int]) -> int:
-    return sum(1 for a, b in zip(trace, trace[1:], strict=False) if a != b)
+    return sum(1 for a, b in itertools.pairwise(trace) if a != b)
 
 
-CFG = ScalingSpec(min_replicas=0, max_replicas=8, target_concurrency=4, idle_timeout_s=5,
-                  scale_down_delay_s=3)
+CFG = ScalingSpec(
+    min_replicas=0, max_replicas=8, target_concurrency=4, idle_timeout_s=5, scale_down_delay_s=3
+)
 
 
 def test_scales_up_at_once_on_queued_demand() -> None:
@@ -65,8 +74,9 @@ def test_shrinks_after_load_and_goes_to_zero_after_idle_timeout() -> None:
 
 
 def test_provisioned_and_min_replicas_are_floors() -> None:
-    cfg = ScalingSpec(min_replicas=0, provisioned=2, max_replicas=4, idle_timeout_s=1,
-                      scale_down_delay_s=1)
+    cfg = ScalingSpec(
+        min_replicas=0, provisioned=2, max_replicas=4, idle_timeout_s=1, scale_down_delay_s=1
+    )
     trace = simulate([0] * 20 + [16] * 4 + [0] * 40, cfg)
     assert trace[0] == 2
     assert max(trace) == 4
@@ -76,7 +86,8 @@ def test_provisioned_and_min_replicas_are_floors() -> None:
 
 
 def test_queued_jobs_wake_an_endpoint_at_zero() -> None:
-    ctx = AutoscalingContext(now=100.0, config=CFG, current_replicas=0, in_flight=0,
-                             last_request_at=0.0, queued_jobs=10)
+    ctx = AutoscalingContext(
+        now=100.0, config=CFG, current_replicas=0, in_flight=0, last_request_at=0.0, queued_jobs=10
+    )
     target, _ = desired_replicas(ctx)
     assert target == 3

@@ -8,8 +8,10 @@ from zeroserve.types import Signature, TensorSpec
 
 SIG = Signature(
     inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 4])],
-    outputs=[TensorSpec(name="label", dtype="int64", shape=[-1]),
-             TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2])],
+    outputs=[
+        TensorSpec(name="label", dtype="int64", shape=[-1]),
+        TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2]),
+    ],
 )
 
 
@@ -28,10 +30,19 @@ def test_json_tensor_flat_or_nested() -> None:
 
 def test_binary_tensor_extension_round_trip() -> None:
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
-    head = orjson.dumps({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": x.nbytes}}],
-                         "outputs": [{"name": "probabilities",
-                                      "parameters": {"binary_data": True}}]})
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    )
     req, tail = v2.parse_request(head + x.tobytes(), len(head))
     arrays = v2.decode_inputs(req, tail, SIG)
     np.testing.assert_array_equal(arrays["input"], x)
@@ -65,8 +76,9 @@ def test_bad_requests(body: bytes, error: type[Exception], message: str) -> None
 
 
 def test_wrong_feature_count_is_named() -> None:
-    body = orjson.dumps({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
-                                     "data": [1, 2, 3]}]})
+    body = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    )
     req, tail = v2.parse_request(body, None)
     with pytest.raises(InvalidInput, match="expected 4 values per row"):
         v2.decode_inputs(req, tail, SIG)

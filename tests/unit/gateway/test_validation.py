@@ -7,8 +7,10 @@ from zeroserve.types import Signature, TensorSpec
 
 SPEC = TensorSpec(name="input", dtype="float32", shape=[-1, 3])
 SIG = Signature(inputs=[SPEC], outputs=[])
-NAMED = Signature(inputs=[TensorSpec(name="input", dtype="float64", shape=[-1, 2],
-                                     names=["amount", "age"])], outputs=[])
+NAMED = Signature(
+    inputs=[TensorSpec(name="input", dtype="float64", shape=[-1, 2], names=["amount", "age"])],
+    outputs=[],
+)
 
 
 def test_rows_become_one_float32_matrix() -> None:

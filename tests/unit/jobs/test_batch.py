@@ -497,3 +497,32 @@ def test_public_names_are_exported() -> None:
     assert batch.__all__ == sorted(batch.__all__)
     for name in batch.__all__:
         assert hasattr(batch, name)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_fsspec_urls_input_and_output(tmp_path: Path, fmt: str) -> None:
+    # memory:// stands in for s3://: no local paths, no os.replace, no flock.
+    import fsspec
+
+    ids, x = make_data(120)
+    local = write_input(tmp_path / f"in.{fmt}", fmt, ids, x, row_group_size=30)
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(f"/bucket-{fmt}/in.{fmt}", local.read_bytes())
+    src, out = f"memory://bucket-{fmt}/in.{fmt}", f"memory://bucket-{fmt}/out"
+    m = plan(src, out, shard_rows=40, id_column="id")
+    crashing = Flaky(fail_after=1)
+    with pytest.raises(ModelError):
+        run_local(m, crashing, progress=False, batch_rows=40)
+    assert status(out).shards_done == 1
+    run_local(plan(src, out), linear, progress=False)
+    assert sorted(Path(p).name for p in fs.ls(f"/bucket-{fmt}/out", detail=False)) == [
+        "manifest.json",
+        *[f"part-{i:05d}.{fmt}" for i in range(3)],
+    ]
+    table = read_outputs(out)
+    assert table.column("id").to_pylist() == ids.tolist()
+    np.testing.assert_allclose(
+        table.column("score").to_numpy(), linear({"input": x})["score"], rtol=1e-6
+    )
+    with pytest.raises(BatchInputNotFound):
+        plan(f"memory://bucket-{fmt}/missing.{fmt}", out)

@@ -42,8 +42,9 @@ def test_pickles_need_trust(models_dir: Path, tmp_path: Path) -> None:
 def test_compile_onnx_matches_the_original(models_dir: Path, tmp_path: Path) -> None:
     import skops.io as sio
 
-    dest, result = pack(models_dir, tmp_path, "forest.skops", compile="onnx",
-                        sample=models_dir / "sample.npy")
+    dest, result = pack(
+        models_dir, tmp_path, "forest.skops", compile="onnx", sample=models_dir / "sample.npy"
+    )
     assert result.flavor == "onnx"  # type: ignore[attr-defined]
     metrics = result.metrics  # type: ignore[attr-defined]
     assert metrics["labels_equal"] and metrics["max_abs_diff"] <= 1e-5
@@ -52,8 +53,10 @@ def test_compile_onnx_matches_the_original(models_dir: Path, tmp_path: Path) -> 
     runtime = create_runtime(meta)
     runtime.load(dest)
     x = np.load(models_dir / "sample.npy")[:50]
-    forest = sio.load(models_dir / "forest.skops", trusted=sio.get_untrusted_types(
-        file=models_dir / "forest.skops"))
+    forest = sio.load(
+        models_dir / "forest.skops",
+        trusted=sio.get_untrusted_types(file=models_dir / "forest.skops"),
+    )
     got = runtime.predict({"input": x})
     np.testing.assert_allclose(got["probabilities"], forest.predict_proba(x), atol=1e-5)
     np.testing.assert_array_equal(got["label"], forest.predict(x))

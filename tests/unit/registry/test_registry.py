@@ -11,8 +11,10 @@ from zeroserve.errors import BadRequest, EndpointNotFound, ModelNotFound, Versio
 from zeroserve.registry.registry import Registry
 from zeroserve.types import EndpointSpec, Signature, Stage, TensorSpec, VariantSpec
 
-SIG = Signature(inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 3])],
-                outputs=[TensorSpec(name="prediction", dtype="float32", shape=[-1])])
+SIG = Signature(
+    inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 3])],
+    outputs=[TensorSpec(name="prediction", dtype="float32", shape=[-1])],
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -86,8 +88,7 @@ def test_unknown_names_say_what_exists(registry: Registry, tmp_path: Path) -> No
     with pytest.raises(VersionNotFound, match="no version 7"):
         registry.get_version("fraud", 7)
     with pytest.raises(BadRequest, match="not valid"):
-        registry.register_version("Bad Name", artifact(tmp_path, "b"), flavor="onnx",
-                                  signature=SIG)
+        registry.register_version("Bad Name", artifact(tmp_path, "b"), flavor="onnx", signature=SIG)
 
 
 def test_endpoints_round_trip_and_check_their_versions(registry: Registry, tmp_path: Path) -> None:
@@ -106,7 +107,8 @@ def test_endpoints_round_trip_and_check_their_versions(registry: Registry, tmp_p
 
 def test_state_survives_reopening(registry: Registry, tmp_path: Path) -> None:
     registry.register_version("fraud", artifact(tmp_path, "a"), flavor="onnx", signature=SIG)
-    again = Registry.open(str(registry.engine.url.render_as_string(hide_password=False)),
-                          registry.store.base_url)
+    again = Registry.open(
+        str(registry.engine.url.render_as_string(hide_password=False)), registry.store.base_url
+    )
     assert again.get_version("fraud", 1).flavor == "onnx"
     again.engine.dispose()

@@ -16,8 +16,11 @@ from zeroserve.runtimes.base import ArtifactMeta
 
 def load(models_dir: Path, tmp_path: Path, name: str, **kwargs: object):  # type: ignore[no-untyped-def]
     dest = tmp_path / name.replace(".", "_")
-    package(PackageRequest(source=models_dir / name, dest=dest,
-                           sample=models_dir / "sample.npy", **kwargs))  # type: ignore[arg-type]
+    package(
+        PackageRequest(
+            source=models_dir / name, dest=dest, sample=models_dir / "sample.npy", **kwargs
+        )
+    )  # type: ignore[arg-type]
     runtime = create_runtime(ArtifactMeta.read(dest))
     runtime.load(dest)
     return runtime
@@ -45,22 +48,27 @@ def test_lightgbm(models_dir: Path, tmp_path: Path) -> None:
 def test_sklearn_regressor(models_dir: Path, tmp_path: Path) -> None:
     import skops.io as sio
 
-    ridge = sio.load(models_dir / "ridge.skops", trusted=sio.get_untrusted_types(
-        file=models_dir / "ridge.skops"))
+    ridge = sio.load(
+        models_dir / "ridge.skops", trusted=sio.get_untrusted_types(file=models_dir / "ridge.skops")
+    )
     got = load(models_dir, tmp_path, "ridge.skops").predict({"input": X})
     np.testing.assert_allclose(got["prediction"], ridge.predict(X))
 
 
 def test_python_model(models_dir: Path, tmp_path: Path) -> None:
     runtime = load(models_dir, tmp_path, "echo.py", trusted=True)
-    np.testing.assert_allclose(runtime.predict({"input": X})["score"],
-                               modelkit.python_model_predict(X))
+    np.testing.assert_allclose(
+        runtime.predict({"input": X})["score"], modelkit.python_model_predict(X)
+    )
 
 
 def test_python_model_refused_without_trust_at_load(models_dir: Path, tmp_path: Path) -> None:
     dest = tmp_path / "py"
-    package(PackageRequest(source=models_dir / "echo.py", dest=dest, trusted=True,
-                           sample=models_dir / "sample.npy"))
+    package(
+        PackageRequest(
+            source=models_dir / "echo.py", dest=dest, trusted=True, sample=models_dir / "sample.npy"
+        )
+    )
     meta = ArtifactMeta.read(dest).model_copy(update={"trusted": False})
     with pytest.raises(UntrustedArtifact):
         create_runtime(meta).load(dest)

@@ -33,5 +33,5 @@ def test_arrays_travel_as_raw_buffers_not_json() -> None:
     assert memoryview(parts[1]).nbytes == x.nbytes  # the array's own memory, no copy
     head = bytes(parts[0])
     assert len(head) < 200
-    meta, arrays = decode(head[16:], [bytearray(parts[1])])
+    _, arrays = decode(head[16:], [bytearray(parts[1])])
     np.testing.assert_array_equal(arrays["input"], x)
