@@ -44,6 +44,11 @@ WRK_TIMEOUT_S = 10
 PAUSE_S = 1.0  # between load phases, so sockets and queues settle
 SPREAD_WARNING = 0.2  # (max - min) / median of requests/s above this: the machine was busy
 
+KEY_PACKAGES = {
+    "zeroserve", "bentoml", "mlserver", "mlserver-sklearn", "scikit-learn", "onnxruntime",
+    "numpy", "starlette", "uvicorn", "uvloop", "fastapi",
+}  # fmt: skip
+
 Row = dict[str, Any]
 
 
@@ -269,6 +274,47 @@ def print_table(summary: list[Row]) -> None:
         )
 
 
+def markdown(results: Row) -> str:
+    """The figures, versions and command as a section to paste into docs/benchmarks.md."""
+    m = results["machine"]
+    lines = [
+        f"### Serving benchmark, {results['started_at']}",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, {m['wrk']}  ",
+        f"Model: {results['model']}; one row per request; medians of "
+        f"{results['settings']['repeats']} repeats of {results['settings']['duration_s']:g} s.",
+        "",
+        "| target | c | req/s (min-max) | p50 ms | p99 ms | raw p50 ms | raw p99 ms "
+        "| CPU us/req | ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def ms(value: float | None) -> str:
+        return f"{value:.2f}" if value is not None else "-"
+
+    for r in results["summary"]:
+        ratio = f"{r['ratio']:.2f}x {r['baseline']}" if r.get("ratio") is not None else ""
+        if "goal_met" in r:
+            ratio += f" (goal {r['goal_ratio']:g}x {'met' if r['goal_met'] else 'not met'})"
+        lines.append(
+            f"| {r['target']} | {r['concurrency']} | {r['rps_median']:,.0f} "
+            f"({r['rps_min']:,.0f}-{r['rps_max']:,.0f}) | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} "
+            f"| {ms(r['raw_p50_ms'])} | {ms(r['raw_p99_ms'])} | {r['cpu_us_per_request']:,.0f} "
+            f"| {ratio} |"
+        )
+    lines += ["", "Versions:", ""]
+    for name, info in results["targets"].items():
+        if info["status"] == "unavailable":
+            lines.append(f"- {name}: unavailable: {info['error'].splitlines()[0]}")
+            continue
+        shown = [v for v in info["versions"] if v.split("==")[0].lower() in KEY_PACKAGES]
+        lines.append(f"- {name}: {', '.join(shown)}" + ("" if info["status"] == "ok" else
+                                                          f" ({info['status']})"))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def machine() -> Row:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
@@ -278,7 +324,7 @@ def machine() -> Row:
     return {
         "cores": os.cpu_count(), "cpu": model, "memory_gib": round(mem_kb / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(),
-        "wrk": (wrk_version.stdout + wrk_version.stderr).splitlines()[0],
+        "wrk": (wrk_version.stdout + wrk_version.stderr).splitlines()[0].split(" Copyright")[0],
     }  # fmt: skip
 
 
@@ -300,6 +346,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=ints, default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results.json"))
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write table, versions and command as Markdown")  # fmt: skip
     args = parser.parse_args(argv)
     args.targets = [name for name in args.targets.split(",") if name]
     unknown = set(args.targets) - set(TARGETS)
@@ -361,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
+    if args.markdown is not None:
+        args.markdown.write_text(markdown(results))
+        print(f"wrote {args.markdown}")
     return 0
 
 

@@ -35,7 +35,7 @@ MLSERVER_REQUIREMENTS = [
     "mlserver==1.7.1", "mlserver-sklearn==1.7.1", SKLEARN, "uvloop==0.21.0",
 ]  # fmt: skip
 # The best of the peers (any of their variants) is what the scikit-learn goal is measured against.
-PEER_NAMES = ("bentoml", "bentoml-batching", "mlserver", "mlserver-batching")
+PEER_NAMES: tuple[str, ...] = ("bentoml", "bentoml-batching", "mlserver", "mlserver-batching")
 # MLServer's adaptive batching bounds for the "-batching" variant.
 MLSERVER_MAX_BATCH_SIZE = 32
 MLSERVER_MAX_BATCH_TIME_S = 0.002

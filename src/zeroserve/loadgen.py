@@ -101,3 +101,37 @@ async def post_once(url: str, body: bytes) -> tuple[int, bytes, float]:
     finally:
         writer.close()
     return status, data, time.perf_counter() - started
+
+
+class Connection:
+    """One keep-alive connection for timing single requests (no connect time included)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.parts = urlsplit(url)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> Connection:
+        self.reader, self.writer = await asyncio.open_connection(
+            self.parts.hostname, self.parts.port
+        )
+        return self
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes, float, bytes]:
+        """(status, body, seconds, raw response head)."""
+        assert self.reader is not None and self.writer is not None
+        request = encode_post(f"{self.url.rstrip('/')}{path}", body)
+        started = time.perf_counter()
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        data = await self.reader.readexactly(length) if length else b""
+        return int(head[9:12]), data, time.perf_counter() - started, head
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -32,6 +32,7 @@ log = logging.getLogger("zeroserve.controller")
 
 AUTOSCALE_INTERVAL_S = 0.25
 MEMORY_CHECK_INTERVAL_S = 0.25
+MEMORY_SAMPLE_EVERY = 20  # ticks: pools without a limit are sampled every 5 s
 
 PoolKey = tuple[str, str, str, int]
 
@@ -87,6 +88,7 @@ class Controller:
         self._pools: dict[PoolKey, _Managed] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._memory_ticks = 0
         self.extra_managers: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
 
     # lifecycle
@@ -231,11 +233,17 @@ class Controller:
         return 0
 
     async def _check_memory(self) -> None:
+        """Enforce memory limits every tick; sample the others for the meter every few seconds."""
+        self._memory_ticks += 1
+        sample_all = self._memory_ticks % MEMORY_SAMPLE_EVERY == 0
+        observe = getattr(self.meter, "observe_memory", None)
         for managed in list(self._pools.values()):
-            largest = managed.pool.check_memory()
-            observe = getattr(self.meter, "observe_memory", None)
+            pool = managed.pool
+            if pool.spec.memory_limit_mb is None and not sample_all:
+                continue
+            largest = pool.check_memory()
             if observe is not None and largest:
-                observe(managed.pool.endpoint, managed.pool.spec.name, largest)
+                observe(pool.endpoint, pool.spec.name, largest)
 
     async def evict(self, name: str) -> int:
         """Stop the zygotes of an endpoint's pools; the next start rebuilds them."""

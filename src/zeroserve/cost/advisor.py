@@ -97,10 +97,13 @@ Point = tuple[float | None, bool]  # (monthly USD unrounded, feasible)
 class _Costs:
     """Cost of any candidate at any volume, memoised."""
 
-    def __init__(self, catalog: Catalog, profile: WorkloadProfile, today: date,
-                 estimates: list[Estimate]) -> None:
+    def __init__(
+        self, catalog: Catalog, profile: WorkloadProfile, today: date, estimates: list[Estimate]
+    ) -> None:
         self.catalog, self.profile, self.today = catalog, profile, today
-        self.keys = {e.id: (e.target, e.id.split(":", 1)[1] if ":" in e.id else None) for e in estimates}
+        self.keys = {
+            e.id: (e.target, e.id.split(":", 1)[1] if ":" in e.id else None) for e in estimates
+        }
         self.memo: dict[tuple[str, float], Point] = {}
 
     def at(self, cid: str, n: float) -> Point:
@@ -109,7 +112,12 @@ class _Costs:
             target, option = self.keys[cid]
             try:
                 e = estimate(
-                    self.catalog, self.profile.scaled(n), target, option, today=self.today, explain=False
+                    self.catalog,
+                    self.profile.scaled(n),
+                    target,
+                    option,
+                    today=self.today,
+                    explain=False,
                 )
                 self.memo[key] = (e.monthly_usd_unrounded, e.feasible)
             except ImpossibleConfiguration:
@@ -123,14 +131,17 @@ class _Costs:
 
 def grid(current: float) -> list[float]:
     lo, hi = GRID_DECADES
-    points = {10 ** (lo + i / GRID_STEPS_PER_DECADE) for i in range((hi - lo) * GRID_STEPS_PER_DECADE + 1)}
+    points = {
+        10 ** (lo + i / GRID_STEPS_PER_DECADE) for i in range((hi - lo) * GRID_STEPS_PER_DECADE + 1)
+    }
     if current > 0:
         points.add(current)
     return sorted(points)
 
 
-def bisect_log(pred: Callable[[float], bool], true_at: float, false_at: float,
-               width: float = 1e-12) -> tuple[float, float]:
+def bisect_log(
+    pred: Callable[[float], bool], true_at: float, false_at: float, width: float = 1e-12
+) -> tuple[float, float]:
     """Narrow to the boundary between a volume where ``pred`` holds and one where it does not.
 
     Returns the last volume known to hold and the first known not to, ``width``
@@ -168,8 +179,9 @@ def crossover_volume(costs: _Costs, s2z: str, always_on: str, points: list[float
     return None
 
 
-def _crossing_in(costs: _Costs, s2z: str, always_on: str, diff: Callable[[float], float],
-                 lo: float, hi: float) -> tuple[float | None, bool]:
+def _crossing_in(
+    costs: _Costs, s2z: str, always_on: str, diff: Callable[[float], float], lo: float, hi: float
+) -> tuple[float | None, bool]:
     """(crossing, stop) within [lo, hi], given diff(lo) < 0."""
     for _ in range(MAX_STEPS_PER_INTERVAL):
         level = costs.usd(always_on, lo)
@@ -181,11 +193,15 @@ def _crossing_in(costs: _Costs, s2z: str, always_on: str, diff: Callable[[float]
         if max(costs.usd(s2z, lo), costs.usd(s2z, hi)) < level:
             return None, False  # cannot catch up within this interval
         # A step inside: the scale-to-zero cost may pass the current level just before it.
-        before, after = bisect_log(lambda x: costs.usd(always_on, x) == level, lo, hi, STEP_WIDTH)
+        before, after = bisect_log(_same_cost(costs, always_on, level), lo, hi, STEP_WIDTH)
         if diff(before) >= 0:
             return bisect_log(lambda x: diff(x) < 0, lo, before)[1], True
         lo = after
     return None, True  # too many steps to scan: report none rather than a wrong one
+
+
+def _same_cost(costs: _Costs, cid: str, level: float) -> Callable[[float], bool]:
+    return lambda x: costs.usd(cid, x) == level
 
 
 def advise(
@@ -216,7 +232,9 @@ def advise(
         relevant = [e for e in ranked if e.feasible and not e.unneeded_gpu]
         advice.grid = points
         advice.curves = [
-            Curve(e.id, e.name, e.scales_to_zero, [_feasible_usd(costs.at(e.id, n)) for n in points])
+            Curve(
+                e.id, e.name, e.scales_to_zero, [_feasible_usd(costs.at(e.id, n)) for n in points]
+            )
             for e in relevant
         ]
         advice.crossovers = _crossovers(costs, relevant, points, profile)
@@ -234,8 +252,9 @@ def _feasible_usd(point: Point) -> float | None:
     return usd if feasible else None
 
 
-def _crossovers(costs: _Costs, relevant: list[Estimate], points: list[float],
-                profile: WorkloadProfile) -> list[Crossover]:
+def _crossovers(
+    costs: _Costs, relevant: list[Estimate], points: list[float], profile: WorkloadProfile
+) -> list[Crossover]:
     out = []
     s2z = [e for e in relevant if e.scales_to_zero and e.billing_model != "per_token"]
     always_on = [e for e in relevant if not e.scales_to_zero]
@@ -247,16 +266,20 @@ def _crossovers(costs: _Costs, relevant: list[Estimate], points: list[float],
             usd_a, ok_a = costs.at(a.id, n)
             _, ok_b = costs.at(b.id, n)
             busy_h = n * profile.duration_for(a.id) / 3600
-            out.append(Crossover(
-                scale_to_zero=a.id,
-                always_on=b.id,
-                requests_per_month=n,
-                busy_hours_per_month=busy_h,
-                monthly_usd=usd_a or 0.0,
-                feasible_at_crossover=ok_a and ok_b,
-                text=(f"above {fmt(round(n))} requests a month ({busy_h:,.0f} busy hours), "
-                      f"{b.name} costs less than {a.name} (both ${usd_a or 0:,.2f} there)"),
-            ))
+            out.append(
+                Crossover(
+                    scale_to_zero=a.id,
+                    always_on=b.id,
+                    requests_per_month=n,
+                    busy_hours_per_month=busy_h,
+                    monthly_usd=usd_a or 0.0,
+                    feasible_at_crossover=ok_a and ok_b,
+                    text=(
+                        f"above {fmt(round(n))} requests a month ({busy_h:,.0f} busy hours), "
+                        f"{b.name} costs less than {a.name} (both ${usd_a or 0:,.2f} there)"
+                    ),
+                )
+            )
     return sorted(out, key=lambda c: c.requests_per_month)
 
 
@@ -265,14 +288,22 @@ def _cheapest(costs: _Costs, ids: list[str], n: float) -> str | None:
     return min(feasible)[1] if feasible else None
 
 
-def _changes(costs: _Costs, best: Estimate, relevant: list[Estimate], points: list[float],
-             current: float, crossovers: list[Crossover]) -> list[ChangePoint]:
+def _changes(
+    costs: _Costs,
+    best: Estimate,
+    relevant: list[Estimate],
+    points: list[float],
+    current: float,
+    crossovers: list[Crossover],
+) -> list[ChangePoint]:
     """The nearest volumes above and below ``current`` at which another candidate wins."""
     ids = [e.id for e in relevant]
     names = {e.id: e.name for e in relevant}
     out = []
-    for direction, walk in (("above", [n for n in points if n > current]),
-                            ("below", [n for n in reversed(points) if n < current])):
+    for direction, walk in (
+        ("above", [n for n in points if n > current]),
+        ("below", [n for n in reversed(points) if n < current]),
+    ):
         found: tuple[float, str] | None = None
         for n in walk:
             winner = _cheapest(costs, ids, n)
@@ -288,23 +319,33 @@ def _changes(costs: _Costs, best: Estimate, relevant: list[Estimate], points: li
         if direction == "above":
             # A crossover can fall between grid points (just before a sizing step).
             for c in crossovers:
-                if c.scale_to_zero == best.id and c.requests_per_month > current and (
-                    found is None or c.requests_per_month < found[0]
+                if (
+                    c.scale_to_zero == best.id
+                    and c.requests_per_month > current
+                    and (found is None or c.requests_per_month < found[0])
                 ):
                     found = (c.requests_per_month, c.always_on)
         if found is not None:
             edge, winner = found
-            out.append(ChangePoint(
-                direction=direction,  # type: ignore[arg-type]
-                requests_per_month=edge,
-                winner=winner,
-                text=f"{direction} {fmt(round(edge))} requests a month, {names[winner]} would be cheaper",
-            ))
+            out.append(
+                ChangePoint(
+                    direction=direction,  # type: ignore[arg-type]
+                    requests_per_month=edge,
+                    winner=winner,
+                    text=f"{direction} {fmt(round(edge))} requests a month, "
+                    f"{names[winner]} would be cheaper",
+                )
+            )
     return out
 
 
-def _break_even(costs: _Costs, relevant: list[Estimate], points: list[float],
-                profile: WorkloadProfile, hours: float) -> list[BreakEven]:
+def _break_even(
+    costs: _Costs,
+    relevant: list[Estimate],
+    points: list[float],
+    profile: WorkloadProfile,
+    hours: float,
+) -> list[BreakEven]:
     apis = [e for e in relevant if e.billing_model == "per_token"]
     gpus = [e for e in relevant if not e.scales_to_zero]
     tokens = profile.input_tokens_per_request + profile.output_tokens_per_request
@@ -320,17 +361,30 @@ def _break_even(costs: _Costs, relevant: list[Estimate], points: list[float],
                 full = one / (profile.self_host_tokens_per_s * hours * 3600) * 1e6
             n = crossover_volume(costs, api.id, gpu.id, points)
             if n is None:
-                text = f"self-hosting on {gpu.name} does not break even with {api.name} up to 10^11 requests a month"
+                text = (
+                    f"self-hosting on {gpu.name} does not break even with {api.name} "
+                    "up to 10^11 requests a month"
+                )
                 if full is not None:
-                    text += f" (fully loaded it costs ${full:,.2f} per 1M output tokens; the API ${api_per_1m:,.2f} per 1M tokens)"
+                    text += (
+                        f" (fully loaded it costs ${full:,.2f} per 1M output tokens; "
+                        f"the API ${api_per_1m:,.2f} per 1M tokens)"
+                    )
                 out.append(BreakEven(api.id, gpu.id, None, None, api_per_1m, full, text))
                 continue
             per_day = n * tokens / days
-            out.append(BreakEven(
-                api.id, gpu.id, n, per_day, api_per_1m, full,
-                f"above {fmt(round(per_day))} tokens a day ({fmt(round(n))} requests a month), "
-                f"self-hosting on {gpu.name} costs less than {api.name}",
-            ))
+            out.append(
+                BreakEven(
+                    api.id,
+                    gpu.id,
+                    n,
+                    per_day,
+                    api_per_1m,
+                    full,
+                    f"above {fmt(round(per_day))} tokens a day ({fmt(round(n))} requests a month), "
+                    f"self-hosting on {gpu.name} costs less than {api.name}",
+                )
+            )
     return sorted(out, key=lambda b: (b.tokens_per_day is None, b.tokens_per_day or 0.0))
 
 
@@ -360,8 +414,10 @@ def _stale_warnings(advice: Advice, catalog: Catalog, today: date) -> None:
 def _summary(advice: Advice, best: Estimate | None, profile: WorkloadProfile) -> str:
     if best is None:
         return "no target is feasible for this workload; see the reasons per target"
-    text = (f"cheapest feasible for {fmt(round(profile.requests_per_month))} requests a month: "
-            f"{best.name} at ${best.monthly_usd or 0:,.2f} a month")
+    text = (
+        f"cheapest feasible for {fmt(round(profile.requests_per_month))} requests a month: "
+        f"{best.name} at ${best.monthly_usd or 0:,.2f} a month"
+    )
     for change in advice.changes:
         text += f"; {change.text}"
     return text

@@ -48,15 +48,21 @@ class Source(_Strict):
 
 
 class Tier(_Strict):
-    up_to: Decimal | None = Field(description="upper bound of the tier in the price's unit; null: no bound")
+    up_to: Decimal | None = Field(
+        description="upper bound of the tier in the price's unit; null: no bound"
+    )
     usd: Decimal
 
 
 class Price(_Strict):
     meter: str
     unit: str = Field(description="what one unit is: s, GB-s, req, h, GB, token")
-    option: str | None = Field(None, description="instance type, memory size or GPU this applies to")
-    usd: Decimal | None = Field(None, description="USD per `per` units; use tiers for tiered prices")
+    option: str | None = Field(
+        None, description="instance type, memory size or GPU this applies to"
+    )
+    usd: Decimal | None = Field(
+        None, description="USD per `per` units; use tiers for tiered prices"
+    )
     per: Decimal = Decimal(1)
     tiers: tuple[Tier, ...] = ()
     source: str
@@ -107,7 +113,9 @@ class Range(_Strict):
 class ColdStart(_Strict):
     p50_s: float = 0.0
     p95_s: float = 0.0
-    keep_warm_s: float = Field(0.0, description="how long an idle instance lives before it scales in")
+    keep_warm_s: float = Field(
+        0.0, description="how long an idle instance lives before it scales in"
+    )
     basis: str = ""
 
 
@@ -157,7 +165,9 @@ class Target(_Strict):
     bills_init: bool = False
     min_vcpus: float = 0.0
     min_memory_gib: float = 0.0
-    price_from: tuple[str, ...] = Field((), description="targets whose prices (and options) fill in")
+    price_from: tuple[str, ...] = Field(
+        (), description="targets whose prices (and options) fill in"
+    )
     addons: tuple[str, ...] = Field((), description="meters charged from price_from targets")
     options: tuple[Option, ...] = ()
     refused_options: dict[str, str] = Field(default_factory=dict)
@@ -186,7 +196,11 @@ class Catalog(_Strict):
             raise ValueError("target ids must be unique")
         sources = {s.id for s in self.sources}
         for t in self.targets:
-            refs = [t.limits.source, *(p.source for p in t.prices), *(f.source for f in t.free_tier)]
+            refs = [
+                t.limits.source,
+                *(p.source for p in t.prices),
+                *(f.source for f in t.free_tier),
+            ]
             for ref in refs:
                 if ref not in sources:
                     raise ValueError(f"target {t.id}: unknown source {ref!r}")
@@ -287,7 +301,7 @@ def _load(path: Path) -> Catalog:
     except OSError as exc:
         raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from exc
     try:
-        data = yaml.load(text, Loader=_DecimalLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_DecimalLoader)
     except yaml.YAMLError as exc:
         raise CatalogError(f"catalog {path} is not valid YAML: {exc}") from exc
     return parse_catalog(data, origin=f"catalog {path}")
@@ -360,7 +374,8 @@ def apply_overrides(catalog: Catalog, overrides: list[PriceOverride], today: dat
     targets = []
     for target in catalog.targets:
         prices = []
-        for price in target.prices:
+        for original in target.prices:
+            price = original
             for i, ov in enumerate(overrides):
                 if ov.matches(target, price):
                     used[i] = True

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 
-from zeroserve.cost.catalog import Catalog, CatalogError, Option, Price, Target
+from zeroserve.cost.catalog import Catalog, Option, Price, Target
 from zeroserve.cost.profile import WorkloadProfile
 from zeroserve.errors import BadRequest
 
@@ -81,6 +81,8 @@ def dec(x: float | int | Decimal) -> Decimal:
 def fmt(x: float | int | Decimal) -> str:
     """A quantity for a formula: 10,000,000 / 0.1 / 1,234.5678 / 0.0000166667."""
     d = dec(x)
+    if abs(d) < Decimal("1e-6"):
+        d = Decimal(0)  # an expected count of 1e-20 cold starts reads better as 0
     if d == d.to_integral_value():
         return f"{int(d):,}"
     if abs(d) >= 1:
@@ -96,7 +98,9 @@ def money(x: Decimal) -> str:
 
 
 def rate(price_usd: Decimal, per: Decimal, unit: str) -> str:
-    scale = {Decimal(1): "", Decimal(1000): "1K ", Decimal(1_000_000): "1M "}.get(per, f"{fmt(per)} ")
+    scale = {Decimal(1): "", Decimal(1000): "1K ", Decimal(1_000_000): "1M "}.get(
+        per, f"{fmt(per)} "
+    )
     return f"${format(price_usd, 'f')}/{scale}{unit}"
 
 
@@ -150,7 +154,9 @@ class _Bill:
             (
                 a.amount
                 for a in self.target.free_tier
-                if a.kind == "allowance" and a.meter == price.meter and a.option in (None, price.option)
+                if a.kind == "allowance"
+                and a.meter == price.meter
+                and a.option in (None, price.option)
             ),
             Decimal(0),
         )
@@ -168,7 +174,11 @@ class _Bill:
         parts: list[tuple[Decimal, Decimal]] = []
         cost, lower, remaining = Decimal(0), Decimal(0), billable
         for tier in price.rate_tiers():
-            span = remaining if tier.up_to is None else min(remaining, max(Decimal(0), tier.up_to - lower))
+            span = (
+                remaining
+                if tier.up_to is None
+                else min(remaining, max(Decimal(0), tier.up_to - lower))
+            )
             if span > 0 or not parts:
                 parts.append((span, tier.usd))
             cost += span * tier.usd / price.per
@@ -181,7 +191,9 @@ class _Bill:
         if len(parts) == 1:
             formula = f"{lhs} x {rate(parts[0][1], price.per, price.unit)} = {money(cost)}"
         else:
-            tiers = " + ".join(f"{fmt(q)} {price.unit} x {rate(r, price.per, price.unit)}" for q, r in parts)
+            tiers = " + ".join(
+                f"{fmt(q)} {price.unit} x {rate(r, price.per, price.unit)}" for q, r in parts
+            )
             formula = f"{lhs} = {fmt(billable)} {price.unit}: {tiers} = {money(cost)}"
         self._add(name, price, quantity, cost, formula)
 
@@ -283,7 +295,9 @@ def _memory_mb(b: _Bill) -> int:
     steps = ((need - rng.min) / rng.step).to_integral_value(ROUND_CEILING)
     configured = rng.min + steps * rng.step
     if configured > rng.max:
-        b.reasons.append(f"needs {p.memory_mb:,} MB of memory; {t.name} offers at most {fmt(rng.max)} MB")
+        b.reasons.append(
+            f"needs {p.memory_mb:,} MB of memory; {t.name} offers at most {fmt(rng.max)} MB"
+        )
         configured = rng.max
     return int(configured)
 
@@ -305,7 +319,8 @@ def _memory_option(b: _Bill) -> Option:
         if o.memory_gib * 1024 >= p.memory_mb:
             return o
     b.reasons.append(
-        f"needs {p.memory_mb:,} MB of memory; {t.name} offers at most {int(sizes[-1].memory_gib * 1024):,} MB"
+        f"needs {p.memory_mb:,} MB of memory; "
+        f"{t.name} offers at most {int(sizes[-1].memory_gib * 1024):,} MB"
     )
     return sizes[-1]
 
@@ -358,7 +373,9 @@ def per_request_duration(b: _Bill) -> Quantities:
         mem_mb = _memory_mb(b)
         gb = dec(mem_mb) / 1024
         b.option_label = f"{mem_mb} MB"
-        b.sizing = f"{mem_mb:,} MB" + (f", {fmt(billed)} s billed per request" if billed != d else "")
+        b.sizing = f"{mem_mb:,} MB" + (
+            f", {fmt(billed)} s billed per request" if billed != d else ""
+        )
         how = f"{req} x {dur} x {fmt(gb)} GB"
         qty = n * billed * gb
         if t.bills_init and colds:
@@ -373,7 +390,11 @@ def per_request_duration(b: _Bill) -> Quantities:
             n * billed * dec(p.vcpus) / conc,
             f"{req} x {dur} x {fmt(p.vcpus)} vCPU{share}",
         )
-        q["gib_second"] = ("memory", n * billed * gb / conc, f"{req} x {dur} x {fmt(gb)} GiB{share}")
+        q["gib_second"] = (
+            "memory",
+            n * billed * gb / conc,
+            f"{req} x {dur} x {fmt(gb)} GiB{share}",
+        )
     _data(b, q)
     return q
 
@@ -383,8 +404,11 @@ def instance_hours(b: _Bill) -> Quantities:
     t, p = b.target, b.profile
     hours, q = b.hours, Quantities()
     _data(b, q)
-    q["log_gb"] = ("logs", b.n * p.log_bytes_per_request / GIB,
-                   f"{fmt(b.n)} req x {p.log_bytes_per_request} B / 2^30")
+    q["log_gb"] = (
+        "logs",
+        b.n * p.log_bytes_per_request / GIB,
+        f"{fmt(b.n)} req x {p.log_bytes_per_request} B / 2^30",
+    )
     q["storage_gb_month"] = ("artifact storage", dec(p.artifact_gb), f"{fmt(p.artifact_gb)} GB")
     q["control_plane_hour"] = ("control plane", hours, f"1 x {fmt(hours)} h")
     if t.task_sizes:
@@ -393,7 +417,8 @@ def instance_hours(b: _Bill) -> Quantities:
     count, per_instance = _instances(b, b.option)
     if p.memory_mb > b.option.memory_gib * 1024:
         b.reasons.append(
-            f"needs {p.memory_mb:,} MB of memory; {b.option.name} has {int(b.option.memory_gib * 1024):,} MB"
+            f"needs {p.memory_mb:,} MB of memory; "
+            f"{b.option.name} has {int(b.option.memory_gib * 1024):,} MB"
         )
     inst_h, how = dec(count) * hours, f"{count} x {fmt(hours)} h"
     if t.scales_to_zero:
@@ -404,8 +429,9 @@ def instance_hours(b: _Bill) -> Quantities:
         inst_s = min(busy + idle, max(busy, dec(count) * b.seconds))
         inst_h = inst_s / 3600
         how = (
-            f"({fmt(b.n)} req x {fmt(b.d)} s / {per_instance * p.replica_concurrency:g} per instance"
-            f" + {fmt(wakes)} wake-ups x {fmt(_cold_p50(b) + dec(t.cold_start.keep_warm_s))} s) / 3600"
+            f"({fmt(b.n)} req x {fmt(b.d)} s / {per_instance * p.replica_concurrency:g} "
+            f"per instance + {fmt(wakes)} wake-ups x "
+            f"{fmt(_cold_p50(b) + dec(t.cold_start.keep_warm_s))} s) / 3600"
         )
         b.sizing += "; scales to zero between bursts"
     q["instance_hour"] = ("instances", inst_h, how)
@@ -419,9 +445,9 @@ def _fargate(b: _Bill, q: Quantities) -> Quantities:
     size = None
     for s in b.target.task_sizes:
         if s.vcpus >= dec(p.vcpus) and need_gb <= s.memory_gb_max:
-            steps = (max(need_gb - s.memory_gb_min, Decimal(0)) / s.memory_gb_step).to_integral_value(
-                ROUND_CEILING
-            )
+            steps = (
+                max(need_gb - s.memory_gb_min, Decimal(0)) / s.memory_gb_step
+            ).to_integral_value(ROUND_CEILING)
             size = (s.vcpus, s.memory_gb_min + steps * s.memory_gb_step)
             break
     if size is None:
@@ -439,8 +465,16 @@ def _fargate(b: _Bill, q: Quantities) -> Quantities:
         f"{tasks} task(s) of {b.option_label}: peak {peak:.3g} in flight / "
         f"{p.replica_concurrency:g} concurrent per task, at least {p.min_instances}"
     )
-    q["vcpu_hour"] = ("vCPU", tasks * vcpu * hours, f"{tasks} task(s) x {fmt(vcpu)} vCPU x {fmt(hours)} h")
-    q["gb_hour"] = ("memory", tasks * mem * hours, f"{tasks} task(s) x {fmt(mem)} GB x {fmt(hours)} h")
+    q["vcpu_hour"] = (
+        "vCPU",
+        tasks * vcpu * hours,
+        f"{tasks} task(s) x {fmt(vcpu)} vCPU x {fmt(hours)} h",
+    )
+    q["gb_hour"] = (
+        "memory",
+        tasks * mem * hours,
+        f"{tasks} task(s) x {fmt(mem)} GB x {fmt(hours)} h",
+    )
     q["alb_hour"] = ("load balancer", hours, f"1 ALB x {fmt(hours)} h")
     # Each request counted as a new connection: an upper bound when clients keep connections.
     per_s = b.n / b.seconds
@@ -463,16 +497,19 @@ def _fargate(b: _Bill, q: Quantities) -> Quantities:
 def per_second_container(b: _Bill) -> Quantities:
     """Modal, RunPod, Cloud Run GPU: seconds a container lives, busy or idle."""
     t, p = b.target, b.profile
-    share, wakes = _cold(b)
+    _, wakes = _cold(b)
     conc = dec(p.replica_concurrency)
     busy = b.n * b.d / conc
     per_wake = _cold_p50(b) + dec(t.cold_start.keep_warm_s)
     secs = busy + wakes * per_wake
     how = (
-        f"({fmt(b.n)} req x {fmt(b.d)} s" + (f" / {fmt(conc)}" if conc != 1 else "")
+        f"({fmt(b.n)} req x {fmt(b.d)} s"
+        + (f" / {fmt(conc)}" if conc != 1 else "")
         + f" + {fmt(wakes)} wake-ups x {fmt(per_wake)} s)"
     )
-    b.sizing = f"{fmt(secs)} container-s: busy {fmt(busy)} s, start and idle {fmt(wakes * per_wake)} s"
+    b.sizing = (
+        f"{fmt(secs)} container-s: busy {fmt(busy)} s, start and idle {fmt(wakes * per_wake)} s"
+    )
     vcpus = dec(max(p.vcpus, t.min_vcpus))
     mem = dec(max(p.memory_mb / 1024, t.min_memory_gib))
     cores = max(vcpus / 2, Decimal("0.125"))  # Modal bills physical cores (2 vCPU each)
@@ -494,12 +531,20 @@ def per_token(b: _Bill) -> Quantities:
     context = b.target.limits.context_tokens
     tokens = p.input_tokens_per_request + p.output_tokens_per_request
     if context is not None and tokens > context:
-        b.reasons.append(f"{tokens:,} tokens per request exceed the {context:,}-token context window")
+        b.reasons.append(
+            f"{tokens:,} tokens per request exceed the {context:,}-token context window"
+        )
     return {
-        "input_token": ("input tokens", n * p.input_tokens_per_request,
-                        f"{fmt(n)} req x {p.input_tokens_per_request:,} tokens"),
-        "output_token": ("output tokens", n * p.output_tokens_per_request,
-                         f"{fmt(n)} req x {p.output_tokens_per_request:,} tokens"),
+        "input_token": (
+            "input tokens",
+            n * p.input_tokens_per_request,
+            f"{fmt(n)} req x {p.input_tokens_per_request:,} tokens",
+        ),
+        "output_token": (
+            "output tokens",
+            n * p.output_tokens_per_request,
+            f"{fmt(n)} req x {p.output_tokens_per_request:,} tokens",
+        ),
     }
 
 

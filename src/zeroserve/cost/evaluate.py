@@ -19,7 +19,6 @@ from zeroserve.cost.estimators import (
 )
 from zeroserve.cost.profile import WorkloadProfile
 
-
 UNNEEDED_GPU = "has a GPU the workload does not need"
 
 
@@ -32,7 +31,9 @@ def candidates(catalog: Catalog, profile: WorkloadProfile) -> Iterator[tuple[Tar
     for t in catalog.targets:
         if t.billing_model == "addon":
             continue
-        enumerated = t.billing_model in ("instance_hours", "per_second_container") and not t.task_sizes
+        enumerated = (
+            t.billing_model in ("instance_hours", "per_second_container") and not t.task_sizes
+        )
         options = catalog.options(t) if enumerated else ()
         pinned = profile.instance_types.get(t.id)
         if pinned is not None and options:
@@ -92,7 +93,8 @@ def estimate(
     for price in bill.meters():
         if price.meter not in quantities:
             raise CatalogError(
-                f"target {target.id}: the {target.billing_model} estimator has no meter {price.meter!r}"
+                f"target {target.id}: the {target.billing_model} estimator "
+                f"has no meter {price.meter!r}"
             )
         name, qty, how = quantities[price.meter]
         bill.charge(name, price, qty, how)
@@ -169,7 +171,8 @@ def _check(b: _Bill) -> None:
         b.reasons.append(f"a request takes {d:g} s; {t.name} times out at {lim.timeout_s:g} s")
     if t.mode == "async" and not p.allow_async:
         b.reasons.append(
-            "answers asynchronously (queue and S3); set allow_async if clients can poll or take a callback"
+            "answers asynchronously (queue and S3); "
+            "set allow_async if clients can poll or take a callback"
         )
     limit = lim.async_payload_bytes if t.mode == "async" else lim.sync_payload_bytes
     size = p.payload_bytes()
@@ -183,7 +186,9 @@ def _check(b: _Bill) -> None:
         else:
             b.reasons.append(text)
     if t.id == "aws.ec2.spot":
-        b.warnings.append("spot capacity can be reclaimed with two minutes' notice; the price moves")
+        b.warnings.append(
+            "spot capacity can be reclaimed with two minutes' notice; the price moves"
+        )
     _check_latency(b, t, p, d)
 
 
@@ -202,7 +207,9 @@ def _check_gpu(b: _Bill, t: Target, p: WorkloadProfile, opt: Option | None) -> N
     if wanted.lower() != "any" and opt.gpu.lower() != wanted.lower():
         b.reasons.append(f"needs a {wanted} GPU; {opt.name} has {opt.gpu}")
     if p.gpu_memory_gb > opt.gpu_memory_gb:
-        b.reasons.append(f"needs {p.gpu_memory_gb:g} GB of GPU memory; {opt.name} has {opt.gpu_memory_gb:g} GB")
+        b.reasons.append(
+            f"needs {p.gpu_memory_gb:g} GB of GPU memory; {opt.name} has {opt.gpu_memory_gb:g} GB"
+        )
 
 
 def _check_latency(b: _Bill, t: Target, p: WorkloadProfile, d: float) -> None:

@@ -28,7 +28,8 @@ class WorkloadProfile(BaseModel):
     name: str = "workload"
     requests_per_month: NonNegative
     duration_s: Positive | None = Field(
-        None, description="compute seconds per request; LLM work may give self_host_tokens_per_s instead"
+        None,
+        description="compute seconds per request; LLM work may give self_host_tokens_per_s instead",
     )
     duration_s_by_target: dict[str, Positive] = Field(default_factory=dict)
     memory_mb: Annotated[int, Field(ge=1)] = 1024
@@ -39,16 +40,21 @@ class WorkloadProfile(BaseModel):
         None, description="largest request or response; default: the larger average"
     )
     peak_concurrency: Positive | None = Field(
-        None, description="requests in flight at the busiest moment; default: average x peak_to_average"
+        None,
+        description="requests in flight at the busiest moment; default: average x peak_to_average",
     )
     peak_to_average: Annotated[float, Field(ge=1)] = 1.0
     replica_concurrency: Positive = Field(
         1.0, description="measured capacity: concurrent requests one replica serves within the SLA"
     )
     min_instances: Annotated[int, Field(ge=1)] = Field(1, description="floor for always-on targets")
-    gpu: str | None = Field(None, description="None: no GPU; 'any' or a type: T4, L4, A10G, A100, H100")
+    gpu: str | None = Field(
+        None, description="None: no GPU; 'any' or a type: T4, L4, A10G, A100, H100"
+    )
     gpu_memory_gb: NonNegative = 0.0
-    latency_sla_p95_s: Positive | None = Field(None, description="p95 latency, cold starts included")
+    latency_sla_p95_s: Positive | None = Field(
+        None, description="p95 latency, cold starts included"
+    )
     cold_start_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
         None, description="share of requests that meet a cold start; default: modelled per target"
     )
@@ -62,7 +68,8 @@ class WorkloadProfile(BaseModel):
     log_bytes_per_request: Annotated[int, Field(ge=0)] = 256
     artifact_gb: NonNegative = 1.0
     instance_types: dict[str, str] = Field(
-        default_factory=dict, description="pin an option per target: {aws.sagemaker.realtime: ml.m5.xlarge}"
+        default_factory=dict,
+        description="pin an option per target: {aws.sagemaker.realtime: ml.m5.xlarge}",
     )
     memory_mb_by_target: dict[str, int] = Field(
         default_factory=dict, description="pin a configured memory size per target"
@@ -73,7 +80,9 @@ class WorkloadProfile(BaseModel):
     @model_validator(mode="after")
     def _duration_known(self) -> WorkloadProfile:
         if self.duration_s is None and not (self.is_llm and self.self_host_tokens_per_s):
-            raise ValueError("give duration_s (or, for LLM work, output tokens and self_host_tokens_per_s)")
+            raise ValueError(
+                "give duration_s (or, for LLM work, output tokens and self_host_tokens_per_s)"
+            )
         return self
 
     @property
@@ -119,7 +128,9 @@ class WorkloadProfile(BaseModel):
         """The same traffic shape at another volume: peak concurrency scales with it."""
         update: dict[str, Any] = {"requests_per_month": requests_per_month}
         if self.peak_concurrency is not None and self.requests_per_month > 0:
-            update["peak_concurrency"] = self.peak_concurrency * requests_per_month / self.requests_per_month
+            update["peak_concurrency"] = (
+                self.peak_concurrency * requests_per_month / self.requests_per_month
+            )
         return self.model_copy(update=update)
 
 

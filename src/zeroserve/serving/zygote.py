@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import random
 import signal
@@ -72,6 +73,16 @@ class Zygote:
         self.runtime.load(self.artifact_dir)
         if meta.signature is not None:
             self._warm_up(meta)
+        # What a replica runs must be imported here, not after each fork
+        # (numpy.random alone costs a child ~25 ms to import).
+        import numpy.random  # noqa: F401
+
+        import zeroserve.serving.worker  # noqa: F401
+
+        # Freeze what exists now into the permanent generation: collections in
+        # the children then never walk (and copy-on-write) the zygote's objects.
+        gc.collect()
+        gc.freeze()
         return time.perf_counter() - started
 
     def _warm_up(self, meta: Any) -> None:
