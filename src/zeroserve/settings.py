@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     )
     max_payload_mb: float = Field(6.0, gt=0, description="largest sync request body")
     reconcile_interval_s: float = Field(1.0, gt=0)
+    queue_url: str | None = Field(
+        None, description="job queue URL (sqlite:///, postgresql://); default: data_dir/jobs.db"
+    )
+    job_visibility_s: float = Field(60.0, gt=0, description="lease time of an async job")
+    job_max_attempts: int = Field(5, ge=1, description="attempts before the dead-letter queue")
+    max_async_payload_mb: float = Field(1024.0, gt=0, description="largest async request body")
+    async_input_roots: list[str] = Field(
+        default_factory=list, description="local directories async input_uri may point into"
+    )
     replica_start_timeout_s: float = Field(60.0, gt=0)
     zygote_evict_below_mb: float = Field(
         512.0, ge=0, description="evict idle zygotes when free memory falls below this"

@@ -89,10 +89,6 @@ class WorkloadProfile(BaseModel):
     def is_llm(self) -> bool:
         return self.output_tokens_per_request > 0
 
-    @property
-    def needs_gpu(self) -> bool:
-        return self.gpu is not None
-
     def base_duration_s(self) -> float:
         if self.duration_s is not None:
             return self.duration_s

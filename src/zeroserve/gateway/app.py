@@ -18,8 +18,9 @@ from starlette.responses import JSONResponse, Response
 from zeroserve import __version__
 from zeroserve.control.controller import Controller
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import control_api, v2
+from zeroserve.gateway import control_api, jobs_api, v2
 from zeroserve.gateway.dataplane import DataPlane, key_digest
+from zeroserve.jobs.async_service import AsyncService
 from zeroserve.metrics import Metrics
 from zeroserve.registry.registry import Registry
 from zeroserve.settings import Settings
@@ -34,6 +35,7 @@ class ServerState:
     metrics: Metrics
     controller: Controller
     meter: Any = None
+    async_service: Any = None
 
 
 def error_response(exc: ZeroserveError) -> JSONResponse:
@@ -96,6 +98,24 @@ def admin_guard(settings: Settings) -> Any:
                 "this key is not an admin key; the control API needs one from "
                 "ZEROSERVE_ADMIN_API_KEYS"
             )
+
+    return check
+
+
+def data_guard(settings: Settings) -> Any:
+    keys = {key_digest(k) for k in [*settings.api_keys, *settings.admin_api_keys]}
+
+    async def check(request: Request) -> None:
+        if not settings.auth_enabled:
+            return
+        auth = request.headers.get("authorization", "")
+        key = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        if not key:
+            raise Unauthorized(
+                "this server requires an API key: send 'Authorization: Bearer <key>'"
+            )
+        if hashlib.sha256(key.encode()).digest() not in keys:
+            raise Forbidden("the API key is not valid")
 
     return check
 
@@ -179,7 +199,13 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     metrics = Metrics()
     meter = _make_meter()
     controller = Controller(registry, settings, metrics, meter)
-    state = ServerState(settings, registry, metrics, controller, meter)
+    jobs = AsyncService(controller, registry, settings, metrics)
+    controller.queued_jobs = jobs.queued_jobs  # type: ignore[method-assign]
+    controller.extra_managers += [
+        ("async-workers", 0.25, jobs.tick),
+        ("webhooks", 0.5, jobs.webhooks.deliver_due),
+    ]
+    state = ServerState(settings, registry, metrics, controller, meter, jobs)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -196,6 +222,7 @@ def create_app(settings: Settings | None = None) -> DataPlane:
             yield
         finally:
             await controller.stop()
+            await jobs.close()
 
     api = FastAPI(
         title="zeroserve",
@@ -211,9 +238,12 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     install_error_handlers(api)
     guard = [Depends(admin_guard(settings))]
     api.include_router(control_api.router, prefix="/api", dependencies=guard)
+    api.include_router(jobs_api.admin_router, prefix="/api", dependencies=guard)
+    api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
     _include_extras(api, guard)
     api.include_router(ops_router())
     gateway = DataPlane(controller, settings, metrics, api)
+    gateway.async_service = jobs
     gateway.state = state  # type: ignore[attr-defined]
     return gateway
 

@@ -17,21 +17,19 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 from zeroserve.errors import (
     EndpointNotFound,
     Forbidden,
-    MalformedPayload,
     PayloadTooLarge,
     TooManyRequests,
     Unauthorized,
     VersionNotFound,
     ZeroserveError,
 )
-from zeroserve.gateway import v2
-from zeroserve.gateway.validation import columns_to_arrays, instances_to_arrays, rows_of
+from zeroserve.gateway import jsonproto, v2
+from zeroserve.gateway.validation import rows_of
 
 if TYPE_CHECKING:
     from zeroserve.control.controller import Controller, Route, VariantRoute
@@ -46,6 +44,7 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]], "VariantRoute | None"]
 
 JSON_ROUTE = ("/v1/endpoints/", "/invocations")
+ASYNC_ROUTE = ("/v1/endpoints/", "/async")
 V2_ROUTE = ("/v2/models/", "/infer")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -65,6 +64,7 @@ class DataPlane:
         self.max_body = settings.max_payload_bytes
         self.keys = {key_digest(k) for k in [*settings.api_keys, *settings.admin_api_keys]}
         self._background: set[asyncio.Task[Any]] = set()
+        self.async_service: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -73,6 +73,11 @@ class DataPlane:
                 name = path[len(JSON_ROUTE[0]) : -len(JSON_ROUTE[1])]
                 if "/" not in name:
                     await self._serve(scope, receive, send, name, None, self._invoke_json)
+                    return
+            elif path.startswith(ASYNC_ROUTE[0]) and path.endswith(ASYNC_ROUTE[1]):
+                name = path[len(ASYNC_ROUTE[0]) : -len(ASYNC_ROUTE[1])]
+                if "/" not in name and self.async_service is not None:
+                    await self._serve_async(scope, receive, send, name)
                     return
             elif path.startswith(V2_ROUTE[0]) and path.endswith(V2_ROUTE[1]):
                 rest = path[len(V2_ROUTE[0]) : -len(V2_ROUTE[1])]
@@ -133,6 +138,29 @@ class DataPlane:
                 label, variant.spec.name if variant else "", str(status)
             ).inc()
 
+    async def _serve_async(self, scope: dict[str, Any], receive: Any, send: Any, name: str) -> None:
+        """Accept an async job: the body streams to the store, the answer is 202 and an id."""
+        headers = _headers(scope["headers"])
+        try:
+            if self.keys:
+                self._authorize(headers)
+            status, body = await self.async_service.submit(name, scope, receive, headers)
+            payload, extra = orjson.dumps(body), list(JSON_HEADERS)
+        except ZeroserveError as exc:
+            status, payload = exc.status_code, orjson.dumps(exc.to_dict())
+            extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+        except Exception:
+            log.exception("unexpected error accepting an async job", extra={"endpoint": name})
+            status, payload, extra = 500, b'{"error":"internal error; see the server log"}', []
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*extra, (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         auth = headers.get(b"authorization", b"")
         key = auth[7:] if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key")
@@ -185,28 +213,11 @@ class DataPlane:
         self, name: str, _version: int | None, body: bytes, _headers: dict[bytes, bytes]
     ) -> Answer:
         route = self._route(name)
-        request = _load_json(body)
+        request = jsonproto.load_json(body)
         variant = route.choose()
-        if "instances" in request:
-            arrays = instances_to_arrays(request["instances"], variant.signature)
-            rows_format = True
-        elif "inputs" in request:
-            arrays = columns_to_arrays(request["inputs"], variant.signature)
-            rows_format = False
-        else:
-            raise MalformedPayload(
-                'send {"instances": [[...], ...]} (rows) or {"inputs": {"name": [...]}} (columns)'
-            )
+        arrays, as_rows = jsonproto.decode(request, variant.signature)
         result = await self._predict(route, variant, arrays)
-        if rows_format:
-            payload = orjson.dumps(
-                {"predictions": _rows(result.outputs)}, option=orjson.OPT_SERIALIZE_NUMPY
-            )
-        else:
-            payload = orjson.dumps(
-                {"outputs": {k: _jsonable(v) for k, v in result.outputs.items()}},
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )
+        payload = jsonproto.encode(result.outputs, as_rows)
         return 200, payload, self._answer_headers(variant, result, JSON_HEADERS), variant
 
     async def _invoke_v2(
@@ -290,42 +301,11 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
 
 
 _WANTED = {
+    b"idempotency-key",
+    b"x-callback-url",
     b"content-length",
     b"authorization",
     b"x-api-key",
     v2.HEADER_LENGTH.encode(),
     b"content-type",
 }
-
-
-def _load_json(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise MalformedPayload('the request body is empty; send JSON like {"instances": [[...]]}')
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedPayload(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(request, dict):
-        raise MalformedPayload('the request body must be a JSON object like {"instances": [...]}')
-    return request
-
-
-def _jsonable(arr: np.ndarray[Any, Any]) -> Any:
-    if (
-        arr.dtype.kind in "biuf"
-        and arr.dtype.itemsize >= 2
-        and arr.flags.c_contiguous
-        and arr.dtype.byteorder in "=|"
-        and arr.dtype != np.float16
-    ):
-        return arr
-    return arr.tolist()
-
-
-def _rows(outputs: Arrays) -> Any:
-    if len(outputs) == 1:
-        return _jsonable(next(iter(outputs.values())))
-    columns = {k: v.tolist() for k, v in outputs.items()}
-    return [
-        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
-    ]

@@ -65,6 +65,8 @@ class ArtifactStore:
     def open(self, key: str, mode: str = "rb") -> IO[bytes]:
         if "r" in mode and not self.exists(key):
             raise NotFound(f"artifact {self.url(key)} does not exist in the store")
+        if "w" in mode and self.is_local:
+            Path(self._path(key)).parent.mkdir(parents=True, exist_ok=True)
         handle: IO[bytes] = self.fs.open(self._path(key), mode)
         return handle
 

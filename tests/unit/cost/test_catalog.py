@@ -23,9 +23,19 @@ from zeroserve.cost.profile import WorkloadProfile
 from .conftest import TODAY
 
 REQUIRED_TARGETS = [
-    "aws.lambda.x86", "aws.lambda.arm64", "aws.sagemaker.serverless", "aws.sagemaker.realtime",
-    "aws.sagemaker.async", "aws.fargate", "aws.eks", "aws.ec2.ondemand", "aws.ec2.spot",
-    "gcp.cloudrun", "gcp.cloudrun.gpu", "modal", "runpod.serverless",
+    "aws.lambda.x86",
+    "aws.lambda.arm64",
+    "aws.sagemaker.serverless",
+    "aws.sagemaker.realtime",
+    "aws.sagemaker.async",
+    "aws.fargate",
+    "aws.eks",
+    "aws.ec2.ondemand",
+    "aws.ec2.spot",
+    "gcp.cloudrun",
+    "gcp.cloudrun.gpu",
+    "modal",
+    "runpod.serverless",
 ]
 
 
@@ -80,7 +90,11 @@ def test_own_catalog_file(tmp_path: Path) -> None:
 def test_parse_override() -> None:
     ov = parse_override("aws.sagemaker.realtime:instance_hour:ml.m5.xlarge=0.20")
     assert (ov.target, ov.meter, ov.option, ov.usd) == (
-        "aws.sagemaker.realtime", "instance_hour", "ml.m5.xlarge", Decimal("0.20"))
+        "aws.sagemaker.realtime",
+        "instance_hour",
+        "ml.m5.xlarge",
+        Decimal("0.20"),
+    )
     assert parse_override("aws.fargate=-20%").discount_pct == Decimal(20)
     with pytest.raises(CatalogError, match="cannot read price override"):
         parse_override("nonsense")
@@ -88,19 +102,32 @@ def test_parse_override() -> None:
 
 def test_price_override_and_discount_change_the_estimate(catalog: Catalog) -> None:
     profile = WorkloadProfile(requests_per_month=1000, duration_s=0.1)
-    pinned = apply_overrides(catalog, [parse_override(
-        "aws.sagemaker.realtime:instance_hour:ml.m5.xlarge=0.20")], TODAY)
+    pinned = apply_overrides(
+        catalog, [parse_override("aws.sagemaker.realtime:instance_hour:ml.m5.xlarge=0.20")], TODAY
+    )
     e = estimate(pinned, profile, "aws.sagemaker.realtime", "ml.m5.xlarge", today=TODAY)
     # 1 instance x 730 h x $0.20/h = $146.00
     assert e.monthly_usd == 146.00
     assert e.line_items[0].confidence == "user" and e.line_items[0].as_of == TODAY.isoformat()
     # 20% off Fargate: 1 task x 1 vCPU x 730 h x $0.04048 x 0.8 = $23.64 (was $29.55)
-    off = apply_overrides(catalog, [PriceOverride(target="aws.fargate", discount_pct=Decimal(20))], TODAY)
+    off = apply_overrides(
+        catalog, [PriceOverride(target="aws.fargate", discount_pct=Decimal(20))], TODAY
+    )
     vcpu = estimate(off, profile, "aws.fargate", today=TODAY).line_items[0]
     assert (vcpu.name, vcpu.usd) == ("vCPU", 23.64)
     # The async target takes its instance prices from the real-time one: overridden too.
-    assert estimate(pinned, profile.model_copy(update={"allow_async": True, "cold_start_fraction": 0.0}),
-                    "aws.sagemaker.async", "ml.m5.xlarge", today=TODAY).line_items[0].unit_usd == 0.20
+    assert (
+        estimate(
+            pinned,
+            profile.model_copy(update={"allow_async": True, "cold_start_fraction": 0.0}),
+            "aws.sagemaker.async",
+            "ml.m5.xlarge",
+            today=TODAY,
+        )
+        .line_items[0]
+        .unit_usd
+        == 0.20
+    )
 
 
 def test_override_that_matches_nothing_is_refused(catalog: Catalog) -> None:

@@ -1,0 +1,360 @@
+"""Asynchronous inference: accept now, predict when a replica is free, never lose a job.
+
+``POST /v1/endpoints/{name}/async`` streams the payload into the artifact store
+(never holding it whole), enqueues a job in the durable queue and answers 202
+with its id. A worker per endpoint leases jobs, predicts through the same pool
+as synchronous traffic, writes the result under a key derived from the job id
+(so a redelivery rewrites the same result instead of adding one) and only then
+acks. Bad payloads fail at once with the reason; crashes and timeouts retry
+with backoff until the dead-letter queue. Queued jobs count as demand for the
+autoscaler, so an endpoint at zero replicas wakes when work arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import fsspec
+import orjson
+
+from zeroserve.errors import (
+    BadRequest,
+    Conflict,
+    EndpointNotFound,
+    Forbidden,
+    InvalidInput,
+    MalformedPayload,
+    ModelError,
+    NotFound,
+    PayloadTooLarge,
+    ZeroserveError,
+)
+from zeroserve.gateway import jsonproto
+from zeroserve.gateway.validation import rows_of
+from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, open_queue
+from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
+
+if TYPE_CHECKING:
+    from zeroserve.control.controller import Controller
+    from zeroserve.metrics import Metrics
+    from zeroserve.registry.registry import Registry
+    from zeroserve.serving.pool import Pool
+    from zeroserve.settings import Settings
+
+log = logging.getLogger("zeroserve.async")
+
+INLINE_RESULT_BYTES = 1024 * 1024
+ENVELOPE_PEEK_BYTES = 64 * 1024
+PERMANENT = (InvalidInput, MalformedPayload, ModelError, EndpointNotFound, NotFound, BadRequest)
+
+
+def queue_name(endpoint: str) -> str:
+    return f"endpoint:{endpoint}"
+
+
+class AsyncService:
+    def __init__(
+        self, controller: Controller, registry: Registry, settings: Settings, metrics: Metrics
+    ) -> None:
+        self.controller = controller
+        self.store = registry.store
+        self.settings = settings
+        self.metrics = metrics
+        url = settings.queue_url or f"sqlite:///{(settings.data_dir / 'jobs.db').resolve()}"
+        self.queue: JobQueue = open_queue(url, max_attempts=settings.job_max_attempts)
+        self.master = load_master_secret(settings.data_dir)
+        self.webhooks = WebhookSender(registry.sessions, self.master)
+        self.max_bytes = int(settings.max_async_payload_mb * 1024 * 1024)
+        self.roots = [
+            Path(settings.data_dir).resolve(),
+            *(Path(r).resolve() for r in settings.async_input_roots),
+        ]
+        self.queued: dict[str, int] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # submission
+    async def submit(
+        self, name: str, scope: dict[str, Any], receive: Any, headers: dict[bytes, bytes]
+    ) -> tuple[int, dict[str, Any]]:
+        if name not in self.controller.routes:
+            known = ", ".join(sorted(self.controller.routes)) or "none deployed"
+            raise EndpointNotFound(f"no endpoint named {name!r} (endpoints: {known})")
+        query = parse_qs(scope.get("query_string", b"").decode())
+        callback = (
+            headers.get(b"x-callback-url", b"").decode() or query.get("callback_url", [None])[0]
+        )
+        key = headers.get(b"idempotency-key", b"").decode() or None
+        declared = headers.get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise self._too_large(int(declared))
+        input_uri, envelope = await self._receive_payload(receive)
+        if envelope is not None:
+            callback = envelope.get("callback_url", callback)
+            key = envelope.get("idempotency_key", key)
+        if callback is not None and not str(callback).startswith(("http://", "https://")):
+            raise BadRequest(f"callback_url {callback!r} must be an http(s) URL")
+        payload = {"endpoint": name, "input_uri": input_uri, "callback_url": callback}
+        job = await asyncio.to_thread(
+            self.queue.put, queue_name(name), payload, idempotency_key=key
+        )
+        self._wake_worker(name)
+        return 202, self.describe(job)
+
+    async def _receive_payload(self, receive: Any) -> tuple[str, dict[str, Any] | None]:
+        """Store the body under a fresh key, or take ``input_uri`` from a small envelope."""
+        head = b""
+        message: dict[str, Any] = {"more_body": True}
+        while message.get("more_body") and len(head) < ENVELOPE_PEEK_BYTES:
+            message = await receive()
+            head += message.get("body", b"")
+        if not message.get("more_body") and head.lstrip()[:1] == b"{" and b'"input_uri"' in head:
+            envelope = jsonproto.load_json(head)
+            if "input_uri" in envelope:
+                uri = str(envelope["input_uri"])
+                await asyncio.to_thread(self._check_uri, uri)
+                return uri, envelope
+        key = f"async/inputs/{uuid.uuid4().hex}.json"
+        size = len(head)
+        with self.store.open(key, "wb") as out:
+            out.write(head)
+            while message.get("more_body"):
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    out.close()
+                    self.store.delete(key)
+                    raise self._too_large(size)
+                out.write(chunk)
+        if size == 0:
+            self.store.delete(key)
+            raise MalformedPayload(
+                "the request body is empty; send the inference request "
+                '(e.g. {"instances": [...]}) or {"input_uri": "s3://..."}'
+            )
+        return self.store.url(key), None
+
+    def _check_uri(self, uri: str) -> None:
+        fs, path = fsspec.core.url_to_fs(uri)
+        if "file" in fs.protocol:
+            resolved = Path(path).resolve()
+            if not any(resolved.is_relative_to(root) for root in self.roots):
+                raise Forbidden(
+                    f"input_uri {uri} is outside the directories async jobs may "
+                    "read; add its directory to ZEROSERVE_ASYNC_INPUT_ROOTS"
+                )
+        if not fs.exists(path):
+            raise NotFound(
+                f"input_uri {uri} does not exist; upload the payload first or "
+                "send it inline as the request body"
+            )
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"async payload of {size:,} bytes is over the {self.max_bytes:,}"
+            "-byte limit (ZEROSERVE_MAX_ASYNC_PAYLOAD_MB)"
+        )
+
+    # status
+    def describe(self, job: Job) -> dict[str, Any]:
+        result = job.result or {}
+        body: dict[str, Any] = {
+            "job_id": job.id,
+            "endpoint": job.payload.get("endpoint"),
+            "status": job.status.value,
+            "attempts": job.attempts,
+            "max_attempts": job.max_attempts,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            "status_url": f"/v1/jobs/{job.id}",
+        }
+        if job.error:
+            body["error"] = job.error
+        if result.get("result_uri"):
+            body["result_uri"] = result["result_uri"]
+        return body
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        job = await asyncio.to_thread(self.queue.get, job_id)
+        body = self.describe(job)
+        result = job.result or {}
+        if job.status == JobStatus.SUCCEEDED and result.get("bytes", 0) <= INLINE_RESULT_BYTES:
+            with contextlib.suppress(ZeroserveError, OSError):
+                body["result"] = orjson.loads(
+                    await asyncio.to_thread(self._read, result["result_uri"])
+                )
+        webhook = await asyncio.to_thread(self.webhooks.status, job_id)
+        if webhook:
+            body["webhook"] = webhook
+        return body
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        if not await asyncio.to_thread(self.queue.cancel, job_id):
+            job = await asyncio.to_thread(self.queue.get, job_id)
+            raise Conflict(f"job {job_id} is {job.status.value}; only queued jobs can be cancelled")
+        return {"job_id": job_id, "status": "cancelled"}
+
+    def webhook_secret(self, endpoint: str) -> str:
+        return endpoint_secret(self.master, endpoint)
+
+    # workers
+    def queued_jobs(self, pool: Pool) -> int:
+        return self.queued.get(pool.endpoint, 0)
+
+    def _wake_worker(self, name: str) -> None:
+        event = self._wake.get(name)
+        if event is not None:
+            event.set()
+
+    async def tick(self) -> None:
+        """Keep one worker per endpoint and refresh the queue depths the autoscaler reads."""
+        names = set(self.controller.routes)
+        for name in names - set(self._workers):
+            self._wake[name] = asyncio.Event()
+            self._in_flight[name] = 0
+            self._workers[name] = asyncio.get_running_loop().create_task(self._work(name))
+        for name in set(self._workers) - names:
+            self._workers.pop(name).cancel()
+        counts = await asyncio.to_thread(self._depths, sorted(names))
+        self.queued = counts
+        for name, depth in counts.items():
+            self.metrics.jobs_queued.labels(name).set(depth)
+
+    def _depths(self, names: list[str]) -> dict[str, int]:
+        return {n: self.queue.counts(queue_name(n))[JobStatus.QUEUED] for n in names}
+
+    def _capacity(self, name: str) -> int:
+        route = self.controller.routes[name]
+        scaling = route.variants[0].spec.scaling
+        return max(1, int(scaling.max_replicas * scaling.target_concurrency))
+
+    async def _work(self, name: str) -> None:
+        wake = self._wake[name]
+        while name in self.controller.routes:
+            room = self._capacity(name) - self._in_flight[name]
+            leases: list[Lease] = []
+            if room > 0:
+                try:
+                    leases = await asyncio.to_thread(
+                        self.queue.lease, queue_name(name), room, self.settings.job_visibility_s
+                    )
+                except Exception:
+                    log.exception("leasing jobs failed", extra={"endpoint": name})
+            if not leases:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 0.25)
+                continue
+            for lease in leases:
+                self._in_flight[name] += 1
+                task = asyncio.get_running_loop().create_task(self._process(name, lease))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _heartbeat(self, holder: list[Lease]) -> None:
+        """Extend the lease while the job runs, so only a dead server lets it expire."""
+        visibility = self.settings.job_visibility_s
+        while True:
+            await asyncio.sleep(visibility / 3)
+            renewed = await asyncio.to_thread(self.queue.extend, holder[0], visibility)
+            if renewed is None:
+                return
+            holder[0] = renewed
+
+    async def _process(self, name: str, lease: Lease) -> None:
+        job = lease.job
+        holder = [lease]
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(holder))
+        try:
+            outcome = await self._predict(name, job)
+        except PERMANENT as exc:
+            heartbeat.cancel()
+            await self._finish(name, holder[0], error=exc.message, retryable=False)
+        except ZeroserveError as exc:
+            heartbeat.cancel()
+            await self._finish(name, holder[0], error=exc.message, retryable=True)
+        except Exception as exc:
+            heartbeat.cancel()
+            log.exception("async job failed", extra={"job_id": job.id})
+            await self._finish(
+                name, holder[0], error=f"{type(exc).__name__}: {exc}", retryable=True
+            )
+        else:
+            heartbeat.cancel()
+            await self._finish(name, holder[0], result=outcome)
+        finally:
+            heartbeat.cancel()
+            self._in_flight[name] -= 1
+            self._wake[name].set()
+
+    async def _predict(self, name: str, job: Job) -> dict[str, Any]:
+        data = await asyncio.to_thread(self._read, job.payload["input_uri"])
+        route = self.controller.routes.get(name)
+        if route is None:
+            raise EndpointNotFound(f"endpoint {name!r} was deleted before the job ran")
+        variant = route.choose()
+        arrays, as_rows = jsonproto.decode(jsonproto.load_json(data), variant.signature)
+        rows = rows_of(arrays)
+        result = await variant.pool.submit(arrays, rows, route.spec.request_timeout_s)
+        body = jsonproto.encode(result.outputs, as_rows)
+        uri = await asyncio.to_thread(self.store.put_bytes, f"async/results/{job.id}.json", body)
+        return {
+            "result_uri": uri,
+            "rows": rows,
+            "bytes": len(body),
+            "model": f"{variant.spec.model}:{variant.spec.version}",
+        }
+
+    def _read(self, uri: str) -> bytes:
+        try:
+            with fsspec.open(uri, "rb") as fh:
+                data: bytes = fh.read()
+                return data
+        except FileNotFoundError:
+            raise NotFound(f"input {uri} no longer exists") from None
+
+    async def _finish(
+        self,
+        name: str,
+        lease: Lease,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        job = lease.job
+        if error is None:
+            done = await asyncio.to_thread(self.queue.ack, lease, result)
+            if done:
+                self.metrics.jobs_done.labels(name, "succeeded").inc()
+                self.metrics.job_latency.labels(name).observe(time.time() - job.created_at)
+        else:
+            done = await asyncio.to_thread(self.queue.fail, lease, error, retryable=retryable)
+            if done and retryable:
+                self.metrics.job_retries.labels(name).inc()
+        if not done:
+            return  # our lease expired; whoever holds the job now finishes it
+        final = await asyncio.to_thread(self.queue.get, job.id)
+        if final.status in (JobStatus.FAILED, JobStatus.DEAD):
+            self.metrics.jobs_done.labels(name, final.status.value).inc()
+        if final.status.done and job.payload.get("callback_url"):
+            body = orjson.dumps({**self.describe(final), **({"result": None} if error else {})})
+            await asyncio.to_thread(
+                self.webhooks.enqueue, job.id, name, job.payload["callback_url"], body.decode()
+            )
+
+    async def close(self) -> None:
+        for task in self._workers.values():
+            task.cancel()
+        await self.webhooks.close()
+        self.queue.close()
