@@ -17,7 +17,11 @@ def data(rows: int = 2_000, features: int = N_FEATURES) -> tuple[Any, Any]:
     from sklearn.datasets import make_classification
 
     x, y = make_classification(
-        n_samples=rows, n_features=features, n_informative=20, random_state=SEED
+        n_samples=rows,
+        n_features=features,
+        n_informative=min(20, features // 2),
+        n_redundant=min(2, features // 4),
+        random_state=SEED,
     )
     return x.astype(np.float32), y
 

@@ -79,3 +79,52 @@ def test_unknown_flavor_and_missing_extra() -> None:
         runtime_class("tensorflow")
     with pytest.raises(MissingExtra, match=r"pip install 'zeroserve\[x\]'"):
         require("zeroserve_no_such_module", "x")
+
+
+@pytest.mark.parametrize("kind", ["rf-classifier", "et-classifier", "rf-regressor"])
+def test_forest_fast_path_is_bit_identical(kind: str) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
+
+    from zeroserve.runtimes import sklearn_trees
+
+    x, y = modelkit.data(rows=600, features=12)
+    model = {
+        "rf-classifier": RandomForestClassifier(n_estimators=15, random_state=0),
+        "et-classifier": ExtraTreesClassifier(n_estimators=15, random_state=0),
+        "rf-regressor": RandomForestRegressor(n_estimators=15, random_state=0),
+    }[kind]
+    model.fit(x, y if "classifier" in kind else x[:, 0] * 2.0)
+    fast = sklearn_trees.build(model, x[:100])
+    assert fast is not None
+    probe = np.random.default_rng(1).standard_normal((300, 12)).astype(np.float32)
+    want = model.predict_proba(probe) if "classifier" in kind else model.predict(probe)
+    assert np.array_equal(fast(probe), want)
+
+
+def test_fast_path_refuses_what_it_cannot_reproduce() -> None:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from zeroserve.runtimes import sklearn_trees
+
+    x, y = modelkit.data(rows=300, features=8)
+    assert sklearn_trees.build(GradientBoostingClassifier(n_estimators=5).fit(x, y), x) is None
+
+
+def test_sklearn_runtime_uses_the_fast_path_and_matches(models_dir: Path, tmp_path: Path) -> None:
+    import skops.io as sio
+
+    runtime = load(models_dir, tmp_path, "forest.skops")
+    assert runtime.fast is not None
+    forest = sio.load(
+        models_dir / "forest.skops",
+        trusted=sio.get_untrusted_types(file=models_dir / "forest.skops"),
+    )
+    got = runtime.predict({"input": X})
+    assert np.array_equal(got["probabilities"], forest.predict_proba(X))
+    assert np.array_equal(got["label"], forest.predict(X))
+    with_nan = X.copy()
+    with_nan[0, 3] = np.nan  # falls back to scikit-learn's own path
+    np.testing.assert_array_equal(
+        runtime.predict({"input": with_nan})["probabilities"][1:],
+        forest.predict_proba(with_nan)[1:],
+    )
