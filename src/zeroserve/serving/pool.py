@@ -205,8 +205,11 @@ class Pool:
                 await self._work.wait()
                 if replica.closing:
                     break
-                for _ in range(GATHER_YIELDS):
-                    await asyncio.sleep(0)
+                # Requests that arrived together are still being parsed: give them a
+                # couple of loop turns to join, unless this one is alone in flight.
+                if self.in_flight > 1:
+                    for _ in range(GATHER_YIELDS):
+                        await asyncio.sleep(0)
                 if wait_s and sum(p.rows for p in self.queue) < self.spec.max_batch_size:
                     await asyncio.sleep(wait_s)
             batch = self._take()

@@ -12,16 +12,17 @@ import socket
 import time
 
 from zeroserve.runtimes.base import Runtime
-from zeroserve.serving.messages import FrameError, recv_frame, send_frame
+from zeroserve.serving.messages import FrameError, reader, recv_frame, send_frame
 
 MAX_ERROR_CHARS = 2000
 
 
 def serve_replica(sock: socket.socket, runtime: Runtime) -> None:
     send_frame(sock, {"op": "ready", "pid": os.getpid()})
+    stream = reader(sock)
     while True:
         try:
-            meta, arrays = recv_frame(sock)
+            meta, arrays = recv_frame(stream)
         except (FrameError, OSError):
             return
         op = meta.get("op")

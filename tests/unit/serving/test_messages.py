@@ -3,7 +3,7 @@ import threading
 
 import numpy as np
 
-from zeroserve.serving.messages import decode, encode, recv_frame, send_frame
+from zeroserve.serving.messages import decode, encode, reader, recv_frame, send_frame
 
 
 def test_round_trip_keeps_dtypes_shapes_and_values() -> None:
@@ -18,7 +18,7 @@ def test_round_trip_keeps_dtypes_shapes_and_values() -> None:
     with a, b:
         thread = threading.Thread(target=send_frame, args=(a, {"op": "x", "id": 7}, arrays))
         thread.start()
-        meta, got = recv_frame(b)
+        meta, got = recv_frame(reader(b))
         thread.join()
     assert meta == {"op": "x", "id": 7}
     for name, arr in arrays.items():
