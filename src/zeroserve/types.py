@@ -103,7 +103,14 @@ class ScalingSpec(BaseModel):
     min_replicas: Annotated[int, Field(ge=0)] = 1
     max_replicas: Annotated[int, Field(ge=1)] = 2
     provisioned: Annotated[int, Field(ge=0, description="replicas kept warm at all times")] = 0
-    target_concurrency: Annotated[float, Field(gt=0)] = 4.0
+    target_concurrency: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="in-flight requests per replica; default: half of max_batch_size, "
+        "since a batching replica serves a whole batch at once",
+    )
+    target_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.7, description="busy fraction of replicas above which the autoscaler adds one"
+    )
     max_queue: Annotated[int, Field(ge=1)] = 1024
     idle_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     scale_down_delay_s: Annotated[float, Field(ge=0)] = 30.0

@@ -163,7 +163,7 @@ def describe(name: str) -> None:
             str(p.get("cold_starts", 0)),
             f"up, load {p.get('zygote_load_s', 0)}s" if p.get("zygote_alive") else "down",
             f"{s['min_replicas']}..{s['max_replicas']}, idle {s['idle_timeout_s']:g}s, "
-            f"target {s['target_concurrency']:g}/replica",
+            f"target {s['target_concurrency'] or 'auto'}/replica",
         )
     console.print(table)
     _print_metrics(name)

@@ -1,6 +1,10 @@
 """The autoscaling policy: a pure function of what a pool looks like now.
 
-Scale up at once to cover the requests in flight; scale down only after the
+Demand has two measures, and the larger wins: requests in flight (plus queued
+async jobs) over ``target_concurrency``, and the replicas' busy fraction over
+``target_utilization``. The first reacts to queues, the second to how much a
+batching replica really works: 32 requests in flight may be one cheap batch.
+Scale up at once to the demand; scale down only after the
 demand has stayed lower for ``scale_down_delay_s`` (the target is the peak
 demand of that window, so a bursty load does not flap); scale to zero (or to
 the provisioned floor) after ``idle_timeout_s`` without a request.
@@ -34,12 +38,20 @@ class AutoscalingContext:
     state: AutoscalerState = field(default_factory=AutoscalerState)
     queued_jobs: int = 0
     """Async work waiting in the durable queue; it counts as demand."""
+    utilization: float = 0.0
+    """Mean busy fraction of the current replicas since the last call."""
+    target_concurrency: float = 4.0
+    """In-flight requests one replica should carry (the controller resolves defaults)."""
 
 
 def demand(ctx: AutoscalingContext) -> int:
-    """Replicas needed for the work in flight at ``target_concurrency`` each."""
+    """Replicas needed for the work in flight, or for the measured busy time."""
     work = ctx.in_flight + ctx.queued_jobs
-    return math.ceil(work / ctx.config.target_concurrency) if work else 0
+    by_work = math.ceil(work / ctx.target_concurrency) if work else 0
+    # Replicas that would carry today's busy time at the target utilization.
+    busy = ctx.current_replicas * ctx.utilization / ctx.config.target_utilization
+    by_busy = math.ceil(busy - 1e-9) if busy > 0 else 0
+    return max(by_work, by_busy)
 
 
 def desired_replicas(ctx: AutoscalingContext) -> tuple[int, AutoscalerState]:

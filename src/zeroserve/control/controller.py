@@ -24,7 +24,7 @@ from zeroserve.control.policy import cumulative, pick
 from zeroserve.errors import ZeroserveError
 from zeroserve.metrics import Metrics, VariantMetrics
 from zeroserve.registry.registry import Registry
-from zeroserve.serving.pool import Pool, PoolConfig, UsageSink
+from zeroserve.serving.pool import Pool, PoolConfig, PoolStats, UsageSink
 from zeroserve.settings import Settings
 from zeroserve.types import EndpointSpec, ModelVersionInfo, Signature, VariantSpec
 
@@ -70,6 +70,23 @@ class Route:
 class _Managed:
     pool: Pool
     scaler: AutoscalerState = field(default_factory=AutoscalerState)
+    last_busy_s: float = 0.0
+    last_tick: float | None = None
+
+    def utilization(self, now: float, stats: PoolStats) -> float:
+        """Busy fraction of the live replicas since the previous tick."""
+        busy = self.pool.busy_s
+        previous, self.last_tick = self.last_tick, now
+        delta, self.last_busy_s = busy - self.last_busy_s, busy
+        if previous is None or now <= previous or not stats.replicas:
+            return 0.0
+        return min(1.0, delta / ((now - previous) * stats.replicas))
+
+
+def effective_target_concurrency(spec: VariantSpec) -> float:
+    if spec.scaling.target_concurrency is not None:
+        return spec.scaling.target_concurrency
+    return max(1.0, spec.max_batch_size / 2)
 
 
 class Controller:
@@ -221,6 +238,8 @@ class Controller:
                 last_request_at=stats.last_request_at,
                 state=managed.scaler,
                 queued_jobs=self.queued_jobs(pool),
+                utilization=managed.utilization(now, stats),
+                target_concurrency=effective_target_concurrency(pool.spec),
             )
             target, managed.scaler = desired_replicas(ctx)
             pool.metrics.queue_depth.set(stats.queued)

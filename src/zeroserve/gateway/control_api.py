@@ -215,7 +215,7 @@ def spec_from_deploy(body: DeployRequest, version: int) -> EndpointSpec:
         min_replicas=body.min_replicas if body.min_replicas is not None else default_min,
         max_replicas=body.max_replicas or max(2, body.min_replicas or 1),
         provisioned=body.provisioned or 0,
-        target_concurrency=body.target_concurrency or ScalingSpec().target_concurrency,
+        target_concurrency=body.target_concurrency,
         max_queue=body.max_queue or ScalingSpec().max_queue,
         idle_timeout_s=body.idle_timeout_s
         or (60.0 if serverless else ScalingSpec().idle_timeout_s),

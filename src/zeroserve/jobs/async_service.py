@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 import fsspec
 import orjson
 
+from zeroserve.control.controller import effective_target_concurrency
 from zeroserve.errors import (
     BadRequest,
     Conflict,
@@ -234,9 +235,8 @@ class AsyncService:
         return {n: self.queue.counts(queue_name(n))[JobStatus.QUEUED] for n in names}
 
     def _capacity(self, name: str) -> int:
-        route = self.controller.routes[name]
-        scaling = route.variants[0].spec.scaling
-        return max(1, int(scaling.max_replicas * scaling.target_concurrency))
+        variant = self.controller.routes[name].variants[0].spec
+        return max(1, int(variant.scaling.max_replicas * effective_target_concurrency(variant)))
 
     async def _work(self, name: str) -> None:
         wake = self._wake[name]

@@ -105,6 +105,7 @@ class Pool:
         self.cold_starts = 0
         self.last_request_at = time.monotonic()
         self.last_error: str | None = None
+        self.busy_s = 0.0
         self._work = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
@@ -224,6 +225,7 @@ class Pool:
             arrays = {k: np.concatenate([p.arrays[k] for p in batch]) for k in batch[0].arrays}
         rows = sum(p.rows for p in batch)
         replica.busy = True
+        started = time.monotonic()
         try:
             meta, outputs = await replica.predict(arrays)
         except ZeroserveError as exc:
@@ -234,6 +236,7 @@ class Pool:
         finally:
             replica.busy = False
             replica.last_used = time.monotonic()
+            self.busy_s += replica.last_used - started
         if meta.get("op") == "error":
             await self._isolate_error(replica, batch, str(meta.get("message")))
             return

@@ -6,8 +6,15 @@ from zeroserve.control.autoscaler import AutoscalerState, AutoscalingContext, de
 from zeroserve.types import ScalingSpec
 
 
-def simulate(curve: list[int], cfg: ScalingSpec, start: int = 0, dt: float = 0.25) -> list[int]:
-    """Feed in-flight counts tick by tick, as the controller would; return the replica trace."""
+def simulate(
+    curve: list[int],
+    cfg: ScalingSpec,
+    start: int = 0,
+    dt: float = 0.25,
+    busy: list[float] | None = None,
+) -> list[int]:
+    """Feed in-flight counts (and replica busy fractions) tick by tick, as the controller
+    would; return the replica trace."""
     replicas, state, last_request = start, AutoscalerState(), 0.0
     trace = []
     for i, in_flight in enumerate(curve):
@@ -21,6 +28,8 @@ def simulate(curve: list[int], cfg: ScalingSpec, start: int = 0, dt: float = 0.2
             in_flight=in_flight,
             last_request_at=last_request,
             state=state,
+            utilization=busy[i] if busy else 0.0,
+            target_concurrency=cfg.target_concurrency or 4.0,
         )
         replicas, state = desired_replicas(ctx)
         trace.append(replicas)
@@ -87,7 +96,47 @@ def test_provisioned_and_min_replicas_are_floors() -> None:
 
 def test_queued_jobs_wake_an_endpoint_at_zero() -> None:
     ctx = AutoscalingContext(
-        now=100.0, config=CFG, current_replicas=0, in_flight=0, last_request_at=0.0, queued_jobs=10
+        now=100.0,
+        config=CFG,
+        current_replicas=0,
+        in_flight=0,
+        last_request_at=0.0,
+        queued_jobs=10,
+        target_concurrency=4,
     )
     target, _ = desired_replicas(ctx)
     assert target == 3
+
+
+BATCHING = ScalingSpec(min_replicas=1, max_replicas=4, idle_timeout_s=60, scale_down_delay_s=2)
+
+
+def test_many_cheap_requests_in_flight_do_not_add_replicas() -> None:
+    # 32 requests in flight on a batching replica (target 32) that is busy 25% of the time.
+    trace = simulate(
+        [32] * 80, BATCHING.model_copy(update={"target_concurrency": 32}), start=1, busy=[0.25] * 80
+    )
+    assert set(trace) == {1}
+
+
+def test_busy_replicas_grow_until_below_the_target_utilization() -> None:
+    # A saturated replica: busy 100% while there is one, spread thinner as replicas are added.
+    cfg = BATCHING.model_copy(update={"target_concurrency": 1000})
+    replicas, state, trace = 1, AutoscalerState(), []
+    for i in range(20):
+        work = 2.4  # replicas' worth of busy time the load needs
+        ctx = AutoscalingContext(
+            now=i * 0.25,
+            config=cfg,
+            current_replicas=replicas,
+            in_flight=50,
+            last_request_at=i * 0.25,
+            state=state,
+            utilization=min(1.0, work / replicas),
+            target_concurrency=1000,
+        )
+        replicas, state = desired_replicas(ctx)
+        trace.append(replicas)
+    assert trace[:3] == [2, 3, 4]  # 1 busy 100% -> 2; 2 busy 100% -> 3; 3 busy 80% -> 4
+    assert trace[-1] == 4  # 4 at 60% is below 70%: held there without flapping
+    assert len(set(trace[3:])) == 1
