@@ -20,3 +20,22 @@ class WebhookRow(Base):
     next_attempt_at: Mapped[float] = mapped_column(Float)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class BatchRunRow(Base):
+    """A batch transform run: which model, where, and which generation of shard jobs."""
+
+    __tablename__ = "zs_batch_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_uri: Mapped[str] = mapped_column(Text)
+    output_uri: Mapped[str] = mapped_column(Text)
+    options: Mapped[str] = mapped_column(Text, default="{}")
+    state: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

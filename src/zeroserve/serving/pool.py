@@ -225,7 +225,6 @@ class Pool:
             arrays = {k: np.concatenate([p.arrays[k] for p in batch]) for k in batch[0].arrays}
         rows = sum(p.rows for p in batch)
         replica.busy = True
-        started = time.monotonic()
         try:
             meta, outputs = await replica.predict(arrays)
         except ZeroserveError as exc:
@@ -236,11 +235,12 @@ class Pool:
         finally:
             replica.busy = False
             replica.last_used = time.monotonic()
-            self.busy_s += replica.last_used - started
         if meta.get("op") == "error":
             await self._isolate_error(replica, batch, str(meta.get("message")))
             return
         compute_s = float(meta.get("compute_s", 0.0))
+        # The model's own time: a replica waiting on a busy gateway is not busy.
+        self.busy_s += compute_s
         self.metrics.batch_rows.observe(rows)
         self.metrics.compute.observe(compute_s)
         if self.meter is not None:
