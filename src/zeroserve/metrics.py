@@ -117,17 +117,31 @@ class Metrics:
             registry=r,
         )
 
-        self.jobs_queued = Gauge("zeroserve_jobs_queued", "Async jobs waiting in the queue",
-                                 ["endpoint"], registry=r)
-        self.jobs_done = Counter("zeroserve_jobs_finished", "Async jobs by final status",
-                                 ["endpoint", "status"], registry=r)
-        self.job_latency = Histogram("zeroserve_job_duration_seconds",
-                                     "From accepted to result stored", ["endpoint"],
-                                     buckets=(*LATENCY_BUCKETS, 60.0, 300.0, 1800.0), registry=r)
-        self.job_retries = Counter("zeroserve_job_retries", "Async job attempts that failed "
-                                   "and will be retried", ["endpoint"], registry=r)
-        self.dead_letters = Gauge("zeroserve_jobs_dead", "Jobs in the dead-letter queue",
-                                  registry=r)
+        self.jobs_queued = Gauge(
+            "zeroserve_jobs_queued", "Async jobs waiting in the queue", ["endpoint"], registry=r
+        )
+        self.jobs_done = Counter(
+            "zeroserve_jobs_finished",
+            "Async jobs by final status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.job_latency = Histogram(
+            "zeroserve_job_duration_seconds",
+            "From accepted to result stored",
+            ["endpoint"],
+            buckets=(*LATENCY_BUCKETS, 60.0, 300.0, 1800.0),
+            registry=r,
+        )
+        self.job_retries = Counter(
+            "zeroserve_job_retries",
+            "Async job attempts that failed and will be retried",
+            ["endpoint"],
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "zeroserve_jobs_dead", "Jobs in the dead-letter queue", registry=r
+        )
 
     def for_variant(self, endpoint: str, variant: str) -> VariantMetrics:
         return VariantMetrics(

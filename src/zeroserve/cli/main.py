@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from zeroserve.cli import endpoints, jobs, models
+from zeroserve.cli import batch, endpoints, jobs, models
 from zeroserve.settings import DEFAULT_PORT
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(batch.app, name="batch")
 app.command()(endpoints.deploy)
 app.command()(endpoints.invoke)
 

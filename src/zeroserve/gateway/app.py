@@ -18,9 +18,10 @@ from starlette.responses import JSONResponse, Response
 from zeroserve import __version__
 from zeroserve.control.controller import Controller
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import control_api, jobs_api, v2
+from zeroserve.gateway import batch_api, control_api, jobs_api, v2
 from zeroserve.gateway.dataplane import DataPlane, key_digest
 from zeroserve.jobs.async_service import AsyncService
+from zeroserve.jobs.batch_service import BatchService
 from zeroserve.metrics import Metrics
 from zeroserve.registry.registry import Registry
 from zeroserve.settings import Settings
@@ -36,6 +37,7 @@ class ServerState:
     controller: Controller
     meter: Any = None
     async_service: Any = None
+    batch_service: Any = None
 
 
 def error_response(exc: ZeroserveError) -> JSONResponse:
@@ -205,7 +207,9 @@ def create_app(settings: Settings | None = None) -> DataPlane:
         ("async-workers", 0.25, jobs.tick),
         ("webhooks", 0.5, jobs.webhooks.deliver_due),
     ]
-    state = ServerState(settings, registry, metrics, controller, meter, jobs)
+    batches = BatchService(controller, registry, jobs.queue, settings)
+    controller.extra_managers.append(("batch", 0.5, batches.tick))
+    state = ServerState(settings, registry, metrics, controller, meter, jobs, batches)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -221,6 +225,7 @@ def create_app(settings: Settings | None = None) -> DataPlane:
         try:
             yield
         finally:
+            await batches.close()
             await controller.stop()
             await jobs.close()
 
@@ -239,6 +244,7 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     guard = [Depends(admin_guard(settings))]
     api.include_router(control_api.router, prefix="/api", dependencies=guard)
     api.include_router(jobs_api.admin_router, prefix="/api", dependencies=guard)
+    api.include_router(batch_api.router, prefix="/api", dependencies=guard)
     api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
     _include_extras(api, guard)
     api.include_router(ops_router())

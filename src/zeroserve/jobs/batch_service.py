@@ -61,8 +61,9 @@ def queue_name(run_id: str) -> str:
 
 
 class BatchService:
-    def __init__(self, controller: Controller, registry: Registry, queue: JobQueue,
-                 settings: Settings) -> None:
+    def __init__(
+        self, controller: Controller, registry: Registry, queue: JobQueue, settings: Settings
+    ) -> None:
         self.controller = controller
         self.registry = registry
         self.queue = queue
@@ -79,16 +80,26 @@ class BatchService:
         if len(version.signature.inputs) != 1 or n_features < 0:
             raise BadRequest("batch transform needs a model with one [N, features] input")
         manifest = await asyncio.to_thread(
-            batch.plan, req.input_uri, req.output_uri, shard_rows=req.shard_rows,
-            format=req.format, output_format=req.output_format, id_column=req.id_column,
+            batch.plan,
+            req.input_uri,
+            req.output_uri,
+            shard_rows=req.shard_rows,
+            format=req.format,
+            output_format=req.output_format,
+            id_column=req.id_column,
             n_features=n_features,
         )
         run_id = uuid.uuid4().hex[:12]
         row = BatchRunRow(
-            id=run_id, model=version.model, version=version.version, endpoint=f"batch-{run_id}",
-            input_uri=req.input_uri, output_uri=req.output_uri,
-            options=json.dumps({"skip_bad_rows": req.skip_bad_rows,
-                                "max_replicas": req.max_replicas}),
+            id=run_id,
+            model=version.model,
+            version=version.version,
+            endpoint=f"batch-{run_id}",
+            input_uri=req.input_uri,
+            output_uri=req.output_uri,
+            options=json.dumps(
+                {"skip_bad_rows": req.skip_bad_rows, "max_replicas": req.max_replicas}
+            ),
             created_at=time.time(),
         )
         await asyncio.to_thread(self._insert, row)
@@ -103,20 +114,33 @@ class BatchService:
     def _enqueue(self, row: BatchRunRow, manifest: Manifest) -> None:
         todo = [s for s in manifest.shards if s.status != "done"]
         for shard in todo:
-            self.queue.put(queue_name(row.id), {"run": row.id, "shard": shard.index},
-                           idempotency_key=f"{row.id}:{row.generation}:{shard.index}")
+            self.queue.put(
+                queue_name(row.id),
+                {"run": row.id, "shard": shard.index},
+                idempotency_key=f"{row.id}:{row.generation}:{shard.index}",
+            )
 
     async def _serve(self, row: BatchRunRow) -> None:
         options = json.loads(row.options)
         spec = EndpointSpec(
-            name=row.endpoint, mode=Mode.ASYNC, request_timeout_s=SHARD_TIMEOUT_S,
-            variants=[VariantSpec(
-                name=f"v{row.version}", model=row.model, version=row.version,
-                max_batch_size=BATCH_ROWS,
-                scaling=ScalingSpec(min_replicas=0, max_replicas=options["max_replicas"],
-                                    target_concurrency=1, idle_timeout_s=30,
-                                    scale_down_delay_s=5),
-            )],
+            name=row.endpoint,
+            mode=Mode.ASYNC,
+            request_timeout_s=SHARD_TIMEOUT_S,
+            variants=[
+                VariantSpec(
+                    name=f"v{row.version}",
+                    model=row.model,
+                    version=row.version,
+                    max_batch_size=BATCH_ROWS,
+                    scaling=ScalingSpec(
+                        min_replicas=0,
+                        max_replicas=options["max_replicas"],
+                        target_concurrency=1,
+                        idle_timeout_s=30,
+                        scale_down_delay_s=5,
+                    ),
+                )
+            ],
         )
         await asyncio.to_thread(self.registry.put_endpoint, spec)
         await self.controller.apply(spec)
@@ -127,7 +151,8 @@ class BatchService:
             if row is None:
                 raise NotFound(f"no batch run {run_id!r}; list them with `zeroserve batch list`")
             s.expunge(row)
-            return row
+            found: BatchRunRow = row
+            return found
 
     def _update(self, run_id: str, **values: Any) -> None:
         with self.sessions.begin() as s:
@@ -147,21 +172,33 @@ class BatchService:
         summary = await asyncio.to_thread(batch.status, row.output_uri)
         elapsed = (row.finished_at or time.time()) - row.created_at
         return {
-            "run_id": row.id, "model": f"{row.model}:{row.version}", "state": row.state,
-            "input_uri": row.input_uri, "output_uri": row.output_uri, "error": row.error,
-            "shards": summary.shards, "shards_done": summary.shards_done,
-            "shards_failed": summary.shards_failed, "rows": summary.rows,
-            "rows_done": summary.rows_done, "rows_written": summary.rows_written,
-            "bad_rows": summary.bad_rows, "errors": summary.errors,
-            "created_at": row.created_at, "elapsed_s": elapsed,
+            "run_id": row.id,
+            "model": f"{row.model}:{row.version}",
+            "state": row.state,
+            "input_uri": row.input_uri,
+            "output_uri": row.output_uri,
+            "error": row.error,
+            "shards": summary.shards,
+            "shards_done": summary.shards_done,
+            "shards_failed": summary.shards_failed,
+            "rows": summary.rows,
+            "rows_done": summary.rows_done,
+            "rows_written": summary.rows_written,
+            "bad_rows": summary.bad_rows,
+            "errors": summary.errors,
+            "created_at": row.created_at,
+            "elapsed_s": elapsed,
             "rows_per_s": summary.rows_done / elapsed if elapsed > 0 else 0.0,
         }
 
     async def list_runs(self) -> list[dict[str, Any]]:
         def ids() -> list[str]:
             with self.sessions.begin() as s:
-                return list(s.scalars(select(BatchRunRow.id).order_by(
-                    BatchRunRow.created_at.desc()).limit(100)))
+                return list(
+                    s.scalars(
+                        select(BatchRunRow.id).order_by(BatchRunRow.created_at.desc()).limit(100)
+                    )
+                )
 
         return [await self.status(run_id) for run_id in await asyncio.to_thread(ids)]
 
@@ -176,7 +213,9 @@ class BatchService:
         return await self.status(run_id)
 
     def _cancel_jobs(self, run_id: str) -> None:
-        for job in self.queue.list(status=JobStatus.QUEUED, queue=queue_name(run_id), limit=100_000):
+        for job in self.queue.list(
+            status=JobStatus.QUEUED, queue=queue_name(run_id), limit=100_000
+        ):
             self.queue.cancel(job.id)
 
     async def resume(self, run_id: str) -> dict[str, Any]:
@@ -187,8 +226,14 @@ class BatchService:
         manifest = await asyncio.to_thread(batch.plan, row.input_uri, row.output_uri)
         await asyncio.to_thread(update_manifest, manifest, _uncancel)
         generation = row.generation + 1
-        await asyncio.to_thread(self._update, run_id, state="running", generation=generation,
-                                error=None, finished_at=None)
+        await asyncio.to_thread(
+            self._update,
+            run_id,
+            state="running",
+            generation=generation,
+            error=None,
+            finished_at=None,
+        )
         row.generation = generation
         await self._serve(row)
         await asyncio.to_thread(self._enqueue, row, batch.load_manifest(row.output_uri))
@@ -215,8 +260,13 @@ class BatchService:
         in_flight: set[asyncio.Task[None]] = set()
         while True:
             room = parallel - len(in_flight)
-            leases = await asyncio.to_thread(self.queue.lease, queue_name(row.id), room,
-                                             self.settings.job_visibility_s) if room else []
+            leases = (
+                await asyncio.to_thread(
+                    self.queue.lease, queue_name(row.id), room, self.settings.job_visibility_s
+                )
+                if room
+                else []
+            )
             for lease in leases:
                 task = asyncio.get_running_loop().create_task(self._shard(row, lease))
                 in_flight.add(task)
@@ -248,17 +298,27 @@ class BatchService:
         shard = manifest.shards[int(lease.job.payload["shard"])]
         skip = bool(json.loads(row.options)["skip_bad_rows"])
         try:
-            await loop.run_in_executor(self._threads, lambda: batch.run_shard(
-                manifest, shard, self._predictor(row, loop), batch_rows=BATCH_ROWS,
-                skip_bad_rows=skip))
+            await loop.run_in_executor(
+                self._threads,
+                lambda: batch.run_shard(
+                    manifest,
+                    shard,
+                    self._predictor(row, loop),
+                    batch_rows=BATCH_ROWS,
+                    skip_bad_rows=skip,
+                ),
+            )
         except BadBatchInput as exc:
             heartbeat.cancel()
             await asyncio.to_thread(self.queue.fail, holder[0], exc.message, retryable=False)
         except Exception as exc:
             heartbeat.cancel()
-            message = exc.message if isinstance(exc, ZeroserveError) else f"{type(exc).__name__}: {exc}"
-            log.warning("batch shard failed", extra={"run": row.id, "shard": shard.index,
-                                                     "error": message})
+            message = (
+                exc.message if isinstance(exc, ZeroserveError) else f"{type(exc).__name__}: {exc}"
+            )
+            log.warning(
+                "batch shard failed", extra={"run": row.id, "shard": shard.index, "error": message}
+            )
             await asyncio.to_thread(self.queue.fail, holder[0], message, retryable=True)
         else:
             heartbeat.cancel()

@@ -14,9 +14,10 @@ JSON lists.
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import orjson
@@ -69,7 +70,7 @@ class FrameError(Exception):
 # Blocking side (replicas and the zygote).
 
 
-def _recv_exact(stream: BinaryIO, size: int) -> bytearray:
+def _recv_exact(stream: io.BufferedReader, size: int) -> bytearray:
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -81,13 +82,12 @@ def _recv_exact(stream: BinaryIO, size: int) -> bytearray:
     return buf
 
 
-def reader(sock: socket.socket) -> BinaryIO:
+def reader(sock: socket.socket) -> io.BufferedReader:
     """A buffered reader: a small frame arrives in one recv instead of four."""
-    stream: BinaryIO = sock.makefile("rb", buffering=256 * 1024)
-    return stream
+    return io.BufferedReader(socket.SocketIO(sock, "rb"), buffer_size=256 * 1024)
 
 
-def recv_frame(stream: BinaryIO) -> Frame:
+def recv_frame(stream: io.BufferedReader) -> Frame:
     meta_len, nbuf = HEAD.unpack(_recv_exact(stream, HEAD.size))
     if meta_len > MAX_META:
         raise FrameError(f"frame metadata of {meta_len} bytes is too large")

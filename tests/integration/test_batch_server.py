@@ -1,0 +1,226 @@
+"""Batch transform through the server: outputs equal the model, bad rows are named,
+cancel/resume, and a 1,000,000-row run survives SIGKILL of the server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.integration.conftest import Api
+from zeroserve.jobs import batch
+from zeroserve.process import ServerProcess
+from zeroserve.runtimes.onnx import make_session
+
+ENV = {"ZEROSERVE_JOB_VISIBILITY_S": "3"}
+
+
+@pytest.fixture(scope="module")
+def batch_server(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> Iterator[tuple[ServerProcess, Api]]:
+    with ServerProcess(tmp_path_factory.mktemp("batch"), env=ENV) as proc:
+        api = Api(proc.url)
+        api.register("forest", models_dir / "forest.skops", compile="onnx")
+        yield proc, api
+
+
+def onnx_predictions(server: ServerProcess, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    path = server.data_dir / "artifacts" / "models" / "forest" / "1" / "model.onnx"
+    session = make_session(str(path))
+    return np.concatenate(
+        [
+            session.run(["probabilities"], {"input": x[i : i + 65536]})[0]
+            for i in range(0, len(x), 65536)
+        ]
+    )
+
+
+def wait_run(api: Api, run_id: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = api.check(api.http.get(f"/api/batch/{run_id}"))
+        if run["state"] != "running":
+            return run  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"batch run {run_id} did not finish in {timeout_s} s")
+
+
+def write_csv(path: Path, x: np.ndarray[Any, Any], ids: list[str]) -> None:
+    header = "id," + ",".join(f"f{i}" for i in range(x.shape[1]))
+    lines = [header] + [
+        f"{i}," + ",".join(f"{v:.9g}" for v in row) for i, row in zip(ids, x, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_csv_run_matches_the_model(batch_server: tuple[ServerProcess, Api], tmp_path: Path) -> None:
+    server, api = batch_server
+    x = np.random.default_rng(0).random((5_000, 98)).astype(np.float32)
+    ids = [f"tx-{i}" for i in range(len(x))]
+    write_csv(tmp_path / "in.csv", x, ids)
+    run = api.check(
+        api.http.post(
+            "/api/batch",
+            json={
+                "model": "forest",
+                "input_uri": str(tmp_path / "in.csv"),
+                "output_uri": str(tmp_path / "out"),
+                "id_column": "id",
+                "shard_rows": 2_000,
+                "output_format": "parquet",
+            },
+        )
+    )
+    assert run["shards"] == 3
+    done = wait_run(api, run["run_id"], 120)
+    assert done["state"] == "done" and done["rows_written"] == 5_000
+    table = batch.read_outputs(str(tmp_path / "out")).to_pandas().set_index("id")
+    want = onnx_predictions(server, x.astype(np.float64).astype(np.float32))
+    got = table.loc[ids, ["probabilities_0", "probabilities_1"]].to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)  # CSV text round trip of the inputs
+    # The internal endpoint goes away with the run.
+    assert f"batch-{run['run_id']}" not in [
+        e["spec"]["name"] for e in api.check(api.http.get("/api/endpoints"))
+    ]
+
+
+def test_bad_rows_are_named_or_skipped(
+    batch_server: tuple[ServerProcess, Api], tmp_path: Path
+) -> None:
+    _, api = batch_server
+    x = np.random.default_rng(1).random((300, 98)).astype(np.float32)
+    write_csv(tmp_path / "in.csv", x, [str(i) for i in range(300)])
+    lines = (tmp_path / "in.csv").read_text().splitlines()
+    lines[42] = lines[42].replace(",", ",abc,", 1).rsplit(",", 1)[0]  # a word in a number
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    body = {"model": "forest", "input_uri": str(tmp_path / "in.csv"), "id_column": "id"}
+    failed = wait_run(
+        api,
+        api.check(
+            api.http.post("/api/batch", json={**body, "output_uri": str(tmp_path / "strict")})
+        )["run_id"],
+        60,
+    )
+    assert failed["state"] == "failed"
+    assert "line 43" in " ".join(failed["errors"])
+    skipped = wait_run(
+        api,
+        api.check(
+            api.http.post(
+                "/api/batch",
+                json={**body, "output_uri": str(tmp_path / "lenient"), "skip_bad_rows": True},
+            )
+        )["run_id"],
+        60,
+    )
+    assert skipped["state"] == "done"
+    assert skipped["bad_rows"] == 1 and skipped["rows_written"] == 299
+    errors = list((tmp_path / "lenient").glob("errors-*.jsonl"))
+    assert errors and "43" in errors[0].read_text()
+    missing = api.http.post(
+        "/api/batch",
+        json={**body, "input_uri": str(tmp_path / "nope.csv"), "output_uri": str(tmp_path / "x")},
+    )
+    assert missing.status_code == 404
+    assert "nope.csv" in missing.json()["error"]
+
+
+def test_cancel_and_resume_from_the_cli(
+    batch_server: tuple[ServerProcess, Api], tmp_path: Path
+) -> None:
+    server, _ = batch_server
+    x = np.random.default_rng(2).random((60_000, 98)).astype(np.float32)
+    pq.write_table(
+        pa.table({f"f{i}": x[:, i] for i in range(98)}),
+        tmp_path / "in.parquet",
+        row_group_size=5_000,
+    )
+    env = {**os.environ, "ZEROSERVE_URL": server.url}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "zeroserve.cli.main", "batch", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    out = cli(
+        "run",
+        "--model",
+        "forest:1",
+        "--input",
+        str(tmp_path / "in.parquet"),
+        "--output",
+        str(tmp_path / "out"),
+        "--shard-rows",
+        "5000",
+        "--no-wait",
+    )
+    run_id = out.split("batch run ")[1].split(":")[0].strip()
+    assert "cancelled" in cli("cancel", run_id)
+    assert "done" in cli("resume", run_id)
+    table = batch.read_outputs(str(tmp_path / "out"))
+    assert table.num_rows == 60_000
+    assert sorted(table.column("row").to_pylist()) == list(range(60_000))
+    assert run_id in cli("list")
+
+
+def test_a_million_rows_survive_a_killed_server(tmp_path: Path, models_dir: Path) -> None:
+    rows = 1_000_000
+    x = np.random.default_rng(7).random((rows, 98), dtype=np.float32)
+    pq.write_table(
+        pa.table({f"f{i}": x[:, i] for i in range(98)}),
+        tmp_path / "in.parquet",
+        row_group_size=50_000,
+    )
+    out = tmp_path / "out"
+    data_dir = tmp_path / "state"
+    with ServerProcess(data_dir, env=ENV) as first:
+        api = Api(first.url)
+        api.register("forest", models_dir / "forest.skops", compile="onnx")
+        run = api.check(
+            api.http.post(
+                "/api/batch",
+                json={
+                    "model": "forest",
+                    "input_uri": str(tmp_path / "in.parquet"),
+                    "output_uri": str(out),
+                    "shard_rows": 50_000,
+                },
+            )
+        )
+        assert run["shards"] == 20
+        deadline = time.monotonic() + 300
+        while api.check(api.http.get(f"/api/batch/{run['run_id']}"))["shards_done"] < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first.kill()  # SIGKILL halfway through
+    halfway = batch.status(str(out))
+    assert 0 < halfway.shards_done < 20
+    with ServerProcess(data_dir, env=ENV) as second:
+        api = Api(second.url)
+        final = wait_run(api, run["run_id"], 600)  # resumes by itself
+        want = onnx_predictions(second, x)
+    assert final["state"] == "done"
+    table = batch.read_outputs(str(out))
+    assert table.num_rows == rows
+    order = np.argsort(table.column("row").to_numpy())
+    assert np.array_equal(table.column("row").to_numpy()[order], np.arange(rows))
+    got = np.column_stack(
+        [table.column("probabilities_0").to_numpy(), table.column("probabilities_1").to_numpy()]
+    )[order]
+    np.testing.assert_array_equal(got, want)
