@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     )
     max_payload_mb: float = Field(6.0, gt=0, description="largest sync request body")
     reconcile_interval_s: float = Field(1.0, gt=0)
+    meter_flush_interval_s: float = Field(10.0, gt=0, description="usage rollups to the DB")
     queue_url: str | None = Field(
         None, description="job queue URL (sqlite:///, postgresql://); default: data_dir/jobs.db"
     )

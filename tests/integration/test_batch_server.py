@@ -138,14 +138,14 @@ def test_bad_rows_are_named_or_skipped(
 def test_cancel_and_resume_from_the_cli(
     batch_server: tuple[ServerProcess, Api], tmp_path: Path
 ) -> None:
-    server, _ = batch_server
-    x = np.random.default_rng(2).random((60_000, 98)).astype(np.float32)
+    server, api = batch_server
+    x = np.random.default_rng(2).random((200_000, 98)).astype(np.float32)
     pq.write_table(
         pa.table({f"f{i}": x[:, i] for i in range(98)}),
         tmp_path / "in.parquet",
         row_group_size=5_000,
     )
-    env = {**os.environ, "ZEROSERVE_URL": server.url}
+    env = {**os.environ, "ZEROSERVE_URL": server.url, "COLUMNS": "200"}
 
     def cli(*args: str) -> str:
         done = subprocess.run(
@@ -158,24 +158,28 @@ def test_cancel_and_resume_from_the_cli(
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    out = cli(
-        "run",
-        "--model",
-        "forest:1",
-        "--input",
-        str(tmp_path / "in.parquet"),
-        "--output",
-        str(tmp_path / "out"),
-        "--shard-rows",
-        "5000",
-        "--no-wait",
+    run = api.check(
+        api.http.post(
+            "/api/batch",
+            json={
+                "model": "forest",
+                "ref": "1",
+                "input_uri": str(tmp_path / "in.parquet"),
+                "output_uri": str(tmp_path / "out"),
+                "shard_rows": 5000,
+                "max_replicas": 1,
+            },
+        )
     )
-    run_id = out.split("batch run ")[1].split(":")[0].strip()
-    assert "cancelled" in cli("cancel", run_id)
+    run_id = run["run_id"]
+    cancelled = api.check(api.http.post(f"/api/batch/{run_id}/cancel"))
+    assert cancelled["state"] == "cancelled"
+    assert cancelled["shards_done"] < cancelled["shards"]
+    assert "cancelled" in cli("status", run_id)
     assert "done" in cli("resume", run_id)
     table = batch.read_outputs(str(tmp_path / "out"))
-    assert table.num_rows == 60_000
-    assert sorted(table.column("row").to_pylist()) == list(range(60_000))
+    assert table.num_rows == 200_000
+    assert sorted(table.column("row").to_pylist()) == list(range(200_000))
     assert run_id in cli("list")
 
 

@@ -114,6 +114,8 @@ class Controller:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._flush_meter()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -208,6 +210,7 @@ class Controller:
             ("memory", MEMORY_CHECK_INTERVAL_S, self._check_memory),
             ("reconcile", self.settings.reconcile_interval_s * 10, self.reconcile),
             ("memory_pressure", 1.0, self._relieve_memory_pressure),
+            ("meter", self.settings.meter_flush_interval_s, self._flush_meter),
             *self.extra_managers,
         ]
         next_run = dict.fromkeys((m[0] for m in managers), 0.0)
@@ -242,6 +245,10 @@ class Controller:
                 target_concurrency=effective_target_concurrency(pool.spec),
             )
             target, managed.scaler = desired_replicas(ctx)
+            observe = getattr(self.meter, "observe_concurrency", None)
+            if observe is not None and pool.peak_in_flight:
+                observe(pool.endpoint, pool.spec.name, pool.peak_in_flight)
+            pool.peak_in_flight = pool.in_flight
             pool.metrics.queue_depth.set(stats.queued)
             pool.metrics.in_flight.set(stats.in_flight)
             if target != pool.target or target != stats.replicas + stats.starting:
@@ -263,6 +270,12 @@ class Controller:
             largest = pool.check_memory()
             if observe is not None and largest:
                 observe(pool.endpoint, pool.spec.name, largest)
+
+    async def _flush_meter(self) -> None:
+        """Write the meter's per-minute usage rollups; the cost report reads them."""
+        flush = getattr(self.meter, "flush", None)
+        if flush is not None:
+            await asyncio.to_thread(flush, self.registry.sessions, time.time())
 
     async def evict(self, name: str) -> int:
         """Stop the zygotes of an endpoint's pools; the next start rebuilds them."""

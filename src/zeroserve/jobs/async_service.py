@@ -226,13 +226,15 @@ class AsyncService:
             self._workers[name] = asyncio.get_running_loop().create_task(self._work(name))
         for name in set(self._workers) - names:
             self._workers.pop(name).cancel()
-        counts = await asyncio.to_thread(self._depths, sorted(names))
+        counts, dead = await asyncio.to_thread(self._depths, sorted(names))
         self.queued = counts
+        self.metrics.dead_letters.set(dead)
         for name, depth in counts.items():
             self.metrics.jobs_queued.labels(name).set(depth)
 
-    def _depths(self, names: list[str]) -> dict[str, int]:
-        return {n: self.queue.counts(queue_name(n))[JobStatus.QUEUED] for n in names}
+    def _depths(self, names: list[str]) -> tuple[dict[str, int], int]:
+        depths = {n: self.queue.counts(queue_name(n))[JobStatus.QUEUED] for n in names}
+        return depths, self.queue.counts()[JobStatus.DEAD]
 
     def _capacity(self, name: str) -> int:
         variant = self.controller.routes[name].variants[0].spec

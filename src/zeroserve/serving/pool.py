@@ -106,6 +106,8 @@ class Pool:
         self.last_request_at = time.monotonic()
         self.last_error: str | None = None
         self.busy_s = 0.0
+        self.peak_in_flight = 0
+        """Most requests in flight since the controller last read it (for the meter)."""
         self._work = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
@@ -152,6 +154,8 @@ class Pool:
         pending = Pending(arrays, rows, loop.create_future(), cold)
         self.queue.append(pending)
         self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
         self.arrivals += 1
         if cold:
             self.cold_starts += 1

@@ -1,0 +1,35 @@
+"""The cost report from traffic the real server metered."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.integration.conftest import Api
+from zeroserve.process import ServerProcess
+
+
+def test_cost_report_uses_metered_traffic(tmp_path: Path, models_dir: Path) -> None:
+    env = {"ZEROSERVE_METER_FLUSH_INTERVAL_S": "0.5"}
+    with ServerProcess(tmp_path / "state", env=env) as server:
+        api = Api(server.url)
+        assert api.http.get("/api/cost/report", params={"window": "1h"}).status_code == 404
+        api.register("forest", models_dir / "forest.skops", compile="onnx")
+        api.deploy("forest", mode="serverless", idle_timeout_s=60)
+        for _ in range(40):
+            assert api.invoke("forest", {"instances": [[0.3] * 98] * 5}).status_code == 200
+        time.sleep(1.5)  # one flush
+        reports = api.check(
+            api.http.get("/api/cost/report", params={"endpoint": "forest", "window": "1h"})
+        )
+    [report] = reports
+    usage = report["usage"]
+    assert usage["requests"] == 40
+    assert usage["rows"] == 200
+    assert usage["cold_starts"] >= 1
+    assert usage["peak_concurrency"] >= 1
+    assert usage["compute_s"] > 0
+    assert usage["bytes_in"] == 40 * 5 * 98 * 4  # float32 inputs
+    targets = report["advice"]["targets"]
+    assert any(t["feasible"] and t["monthly_usd"] > 0 for t in targets)
+    assert report["advice"]["recommendation"]
