@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as stdlib_queue
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ def _work(url: str, options: dict[str, Any], start: Any, results: Any) -> None:
                 break
             continue
         leased += [lease.job_id for lease in leases]
+        time.sleep(0.002)  # a little work per batch, so the processes interleave
         acked += sum(q.ack_many([(lease, {"pid": os.getpid()}) for lease in leases]))
     q.close()
     results.put((leased, acked))

@@ -154,7 +154,7 @@ class Pool:
         pending = Pending(arrays, rows, loop.create_future(), cold)
         self.queue.append(pending)
         self.in_flight += 1
-        if self.in_flight > self.peak_in_flight:
+        if self.in_flight > self.peak_in_flight:  # noqa: PLR1730 - cheaper than max() per request
             self.peak_in_flight = self.in_flight
         self.arrivals += 1
         if cold:
