@@ -297,3 +297,19 @@ def test_api_keys_guard_both_planes(tmp_path: Path, models_dir: Path) -> None:
         assert user.invoke("m", {"instances": [ROW]}).status_code == 200
         assert admin.invoke("m", {"instances": [ROW]}).status_code == 200
         assert anonymous.http.get("/healthz").status_code == 200
+
+
+def test_deleting_an_endpoint_fails_its_running_requests_at_once(
+    api: Api, deployed: dict[str, str]
+) -> None:
+    api.deploy("echo", endpoint="doomed", min_replicas=1, max_replicas=1, max_batch_size=1)
+    slow = [-111.0, 30.0, *ROW[2:]]  # would take 30 s
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(api.invoke, "doomed", {"instances": [slow]})
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert api.http.delete("/api/endpoints/doomed").status_code == 204
+        response = pending.result(timeout=20)
+    assert time.monotonic() - started < 10
+    assert response.status_code == 503
+    assert "was removed" in response.json()["error"]

@@ -83,8 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def admin_guard(settings: Settings) -> Any:
-    admin = {key_digest(k) for k in settings.admin_api_keys}
+def key_guard(keys: list[str], settings: Settings, missing: str, refused: str) -> Any:
+    """A FastAPI dependency that accepts only ``keys`` (when the server has any keys)."""
+    accepted = {key_digest(k) for k in keys}
 
     async def check(request: Request) -> None:
         if not settings.auth_enabled:
@@ -92,34 +93,29 @@ def admin_guard(settings: Settings) -> Any:
         auth = request.headers.get("authorization", "")
         key = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
         if not key:
-            raise Unauthorized(
-                "the control API requires an admin API key: send 'Authorization: Bearer <key>'"
-            )
-        if hashlib.sha256(key.encode()).digest() not in admin:
-            raise Forbidden(
-                "this key is not an admin key; the control API needs one from "
-                "ZEROSERVE_ADMIN_API_KEYS"
-            )
+            raise Unauthorized(missing)
+        if hashlib.sha256(key.encode()).digest() not in accepted:
+            raise Forbidden(refused)
 
     return check
+
+
+def admin_guard(settings: Settings) -> Any:
+    return key_guard(
+        settings.admin_api_keys,
+        settings,
+        "the control API requires an admin API key: send 'Authorization: Bearer <key>'",
+        "this key is not an admin key; the control API needs one from ZEROSERVE_ADMIN_API_KEYS",
+    )
 
 
 def data_guard(settings: Settings) -> Any:
-    keys = {key_digest(k) for k in [*settings.api_keys, *settings.admin_api_keys]}
-
-    async def check(request: Request) -> None:
-        if not settings.auth_enabled:
-            return
-        auth = request.headers.get("authorization", "")
-        key = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        if not key:
-            raise Unauthorized(
-                "this server requires an API key: send 'Authorization: Bearer <key>'"
-            )
-        if hashlib.sha256(key.encode()).digest() not in keys:
-            raise Forbidden("the API key is not valid")
-
-    return check
+    return key_guard(
+        [*settings.api_keys, *settings.admin_api_keys],
+        settings,
+        "this server requires an API key: send 'Authorization: Bearer <key>'",
+        "the API key is not valid",
+    )
 
 
 def ops_router() -> APIRouter:

@@ -39,7 +39,7 @@ from zeroserve.errors import (
 )
 from zeroserve.gateway import jsonproto
 from zeroserve.gateway.validation import rows_of
-from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, open_queue
+from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, keep_leased, open_queue
 from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
 
 if TYPE_CHECKING:
@@ -263,20 +263,12 @@ class AsyncService:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _heartbeat(self, holder: list[Lease]) -> None:
-        """Extend the lease while the job runs, so only a dead server lets it expire."""
-        visibility = self.settings.job_visibility_s
-        while True:
-            await asyncio.sleep(visibility / 3)
-            renewed = await asyncio.to_thread(self.queue.extend, holder[0], visibility)
-            if renewed is None:
-                return
-            holder[0] = renewed
-
     async def _process(self, name: str, lease: Lease) -> None:
         job = lease.job
         holder = [lease]
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(holder))
+        heartbeat = asyncio.get_running_loop().create_task(
+            keep_leased(self.queue, holder, self.settings.job_visibility_s)
+        )
         try:
             outcome = await self._predict(name, job)
         except PERMANENT as exc:

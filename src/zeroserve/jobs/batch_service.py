@@ -26,7 +26,7 @@ from sqlalchemy import select
 from zeroserve.errors import BadRequest, Conflict, NotFound, ZeroserveError
 from zeroserve.jobs import batch
 from zeroserve.jobs.batch_manifest import BadBatchInput, Manifest, update_manifest
-from zeroserve.jobs.queue import JobQueue, JobStatus, Lease
+from zeroserve.jobs.queue import JobQueue, JobStatus, Lease, keep_leased
 from zeroserve.jobs.tables import BatchRunRow
 from zeroserve.types import Arrays, EndpointSpec, Mode, ScalingSpec, VariantSpec
 
@@ -293,7 +293,9 @@ class BatchService:
     async def _shard(self, row: BatchRunRow, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
         holder = [lease]
-        heartbeat = loop.create_task(self._heartbeat(holder))
+        heartbeat = loop.create_task(
+            keep_leased(self.queue, holder, self.settings.job_visibility_s)
+        )
         manifest = await asyncio.to_thread(batch.load_manifest, row.output_uri)
         shard = manifest.shards[int(lease.job.payload["shard"])]
         skip = bool(json.loads(row.options)["skip_bad_rows"])
@@ -341,15 +343,6 @@ class BatchService:
             return asyncio.run_coroutine_threadsafe(submit(), loop).result()
 
         return predict
-
-    async def _heartbeat(self, holder: list[Lease]) -> None:
-        visibility = self.settings.job_visibility_s
-        while True:
-            await asyncio.sleep(visibility / 3)
-            renewed = await asyncio.to_thread(self.queue.extend, holder[0], visibility)
-            if renewed is None:
-                return
-            holder[0] = renewed
 
     async def close(self) -> None:
         for task in self._workers.values():

@@ -22,6 +22,7 @@ Implementations: ``sqlite:///path/jobs.db`` (embedded default) and
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -234,3 +235,17 @@ def open_queue(url: str, **options: Any) -> JobQueue:
         f"unsupported job queue URL {url!r}; use sqlite:///path/jobs.db, "
         "postgresql://host/db or redis://host:6379/0"
     )
+
+
+async def keep_leased(queue: JobQueue, holder: list[Lease], visibility_s: float) -> None:
+    """Extend ``holder[0]`` every third of its visibility until cancelled or lost.
+
+    Run it as a task beside a job's work: a slow or cold-started job then never
+    expires under a live worker; only a dead worker lets it be redelivered.
+    """
+    while True:
+        await asyncio.sleep(visibility_s / 3)
+        renewed = await asyncio.to_thread(queue.extend, holder[0], visibility_s)
+        if renewed is None:
+            return
+        holder[0] = renewed

@@ -120,8 +120,13 @@ class Pool:
 
     async def stop(self) -> None:
         self._stopped = True
+        gone = NoReplicaAvailable(
+            f"endpoint {self.endpoint} was removed or changed while this request was running; "
+            "retry it"
+        )
         for replica in list(self.replicas):
             replica.retire()
+            replica.fail_pending(gone)
             replica.close()
         self._work.set()
         for p in self.queue:
@@ -354,7 +359,9 @@ class Pool:
             self.replicas.remove(replica)
         self.metrics.replicas.set(len(self.replicas))
         self._work.set()
-        if not self._stopped:
+        if self._stopped:
+            replica.fail_pending(NoReplicaAvailable(f"endpoint {self.endpoint} was removed"))
+        else:
             self._spawn(self._after_exit(replica))
 
     async def _after_exit(self, replica: Replica) -> None:
