@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import unavailable
 from zeroserve.jobs.queue import JobStatus, open_queue
 
 POSTGRES_URL = os.environ.get(
@@ -61,7 +62,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[str,
 
         psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
     except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+        unavailable(f"PostgreSQL at {POSTGRES_URL}", exc)
     options = {"table": f"jobs_test_{uuid.uuid4().hex[:12]}"}
     yield POSTGRES_URL, options
     q = open_queue(POSTGRES_URL, **options)

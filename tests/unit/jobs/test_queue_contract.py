@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import unavailable
 from zeroserve.errors import BadRequest, JobNotFound
 from zeroserve.jobs.queue import JobQueue, JobStatus, backoff_s, open_queue
 
@@ -58,7 +59,7 @@ def queue(request: pytest.FixtureRequest, tmp_path: Any, clock: FakeClock) -> It
 
         psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
     except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+        unavailable(f"PostgreSQL at {POSTGRES_URL}", exc)
     q = open_queue(POSTGRES_URL, table=f"jobs_test_{uuid.uuid4().hex[:12]}", **options)
     try:
         yield q
