@@ -47,7 +47,8 @@ def encode_post(url: str, body: bytes, headers: dict[str, str] | None = None) ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
+    """(status, body, raw head) of one HTTP/1.1 response with a Content-Length."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
@@ -55,7 +56,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
     body = await reader.readexactly(length) if length else b""
-    return status, body
+    return status, body, head
 
 
 async def run_load(
@@ -77,7 +78,7 @@ async def run_load(
                 remaining -= 1
                 started = time.perf_counter()
                 writer.write(payload)
-                status, _ = await _read_response(reader)
+                status, _, _ = await _read_response(reader)
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
@@ -88,19 +89,6 @@ async def run_load(
     elapsed = time.perf_counter() - started
     errors = sum(n for s, n in statuses.items() if s != 200)
     return LoadResult(concurrency, len(latencies), errors, elapsed, latencies, statuses)
-
-
-async def post_once(url: str, body: bytes) -> tuple[int, bytes, float]:
-    """One request on a fresh connection: (status, body, seconds)."""
-    parts = urlsplit(url)
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    try:
-        writer.write(encode_post(url, body))
-        status, data = await _read_response(reader)
-    finally:
-        writer.close()
-    return status, data, time.perf_counter() - started
 
 
 class Connection:
@@ -124,13 +112,8 @@ class Connection:
         request = encode_post(f"{self.url.rstrip('/')}{path}", body)
         started = time.perf_counter()
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        data = await self.reader.readexactly(length) if length else b""
-        return int(head[9:12]), data, time.perf_counter() - started, head
+        status, data, head = await _read_response(self.reader)
+        return status, data, time.perf_counter() - started, head
 
     def close(self) -> None:
         if self.writer is not None:

@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         default_factory=list, description="keys accepted on the control and data planes"
     )
     max_payload_mb: float = Field(6.0, gt=0, description="largest sync request body")
-    reconcile_interval_s: float = Field(1.0, gt=0)
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="how often the controller re-reads endpoints from the registry"
+    )
     meter_flush_interval_s: float = Field(10.0, gt=0, description="usage rollups to the DB")
     queue_url: str | None = Field(
         None, description="job queue URL (sqlite:///, postgresql://); default: data_dir/jobs.db"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -183,14 +183,3 @@ class UsageRecord:
     bytes_in: int
     bytes_out: int
     cold_start: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Where the traffic policy sends one request."""
-
-    variant: str
-    shadows: tuple[str, ...] = ()
-
-
-Outcome = Literal["ok", "client_error", "server_error"]

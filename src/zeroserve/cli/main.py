@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from zeroserve.cli import batch, endpoints, jobs, models
+from zeroserve.cli import batch, cost, endpoints, jobs, models
 from zeroserve.settings import DEFAULT_PORT
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(batch.app, name="batch")
+app.add_typer(cost.app, name="cost")
 app.command()(endpoints.deploy)
 app.command()(endpoints.invoke)
 
@@ -58,17 +59,6 @@ def demo(
     from zeroserve.cli.demo import run_demo
 
     raise typer.Exit(run_demo(requests, keep))
-
-
-def _add_optional() -> None:
-    try:
-        from zeroserve.cli.cost import app as cost_app
-    except ImportError:
-        return
-    app.add_typer(cost_app, name="cost")
-
-
-_add_optional()
 
 
 def main() -> None:

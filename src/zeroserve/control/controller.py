@@ -106,7 +106,7 @@ class Controller:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._memory_ticks = 0
-        self.extra_managers: list[tuple[str, float, Callable[[], Awaitable[None]]]] = []
+        self.extra_managers: list[tuple[str, float, Callable[[], Awaitable[object]]]] = []
 
     # lifecycle
     async def start(self) -> None:
@@ -205,10 +205,10 @@ class Controller:
 
     # the loop
     async def _loop(self) -> None:
-        managers: list[tuple[str, float, Callable[[], Awaitable[None]]]] = [
+        managers: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
             ("autoscaler", AUTOSCALE_INTERVAL_S, self.autoscale),
             ("memory", MEMORY_CHECK_INTERVAL_S, self._check_memory),
-            ("reconcile", self.settings.reconcile_interval_s * 10, self.reconcile),
+            ("reconcile", self.settings.reconcile_interval_s, self.reconcile),
             ("memory_pressure", 1.0, self._relieve_memory_pressure),
             ("meter", self.settings.meter_flush_interval_s, self._flush_meter),
             *self.extra_managers,

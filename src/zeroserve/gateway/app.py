@@ -17,6 +17,8 @@ from starlette.responses import JSONResponse, Response
 
 from zeroserve import __version__
 from zeroserve.control.controller import Controller
+from zeroserve.cost import api as cost_api
+from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
 from zeroserve.gateway import batch_api, control_api, jobs_api, v2
 from zeroserve.gateway.dataplane import DataPlane, key_digest
@@ -35,9 +37,9 @@ class ServerState:
     registry: Registry
     metrics: Metrics
     controller: Controller
-    meter: Any = None
-    async_service: Any = None
-    batch_service: Any = None
+    meter: Meter
+    async_service: AsyncService
+    batch_service: BatchService
 
 
 def error_response(exc: ZeroserveError) -> JSONResponse:
@@ -195,7 +197,7 @@ def create_app(settings: Settings | None = None) -> DataPlane:
         cache_dir=settings.data_dir / "cache",
     )
     metrics = Metrics()
-    meter = _make_meter()
+    meter = Meter()
     controller = Controller(registry, settings, metrics, meter)
     jobs = AsyncService(controller, registry, settings, metrics)
     controller.queued_jobs = jobs.queued_jobs  # type: ignore[method-assign]
@@ -242,25 +244,9 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     api.include_router(jobs_api.admin_router, prefix="/api", dependencies=guard)
     api.include_router(batch_api.router, prefix="/api", dependencies=guard)
     api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
-    _include_extras(api, guard)
+    api.include_router(cost_api.router, prefix="/api/cost", dependencies=guard)
     api.include_router(ops_router())
     gateway = DataPlane(controller, settings, metrics, api)
     gateway.async_service = jobs
     gateway.state = state  # type: ignore[attr-defined]
     return gateway
-
-
-def _make_meter() -> Any:
-    try:
-        from zeroserve.cost.meter import Meter
-    except ImportError:
-        return None
-    return Meter()
-
-
-def _include_extras(api: FastAPI, guard: list[Any]) -> None:
-    try:
-        from zeroserve.cost.api import router as cost_router
-    except ImportError:
-        return
-    api.include_router(cost_router, prefix="/api/cost", dependencies=guard)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
 from zeroserve.errors import BadRequest, Conflict, InvalidArtifact, ZeroserveError
@@ -306,7 +306,3 @@ async def evict_endpoint(request: Request, name: str) -> dict[str, int]:
 async def get_settings(request: Request) -> dict[str, Any]:
     settings: Settings = state(request).settings
     return settings.public_dict()
-
-
-def admin_only(dependency: Any) -> list[Any]:
-    return [Depends(dependency)]

@@ -47,6 +47,7 @@ JSON_ROUTE = ("/v1/endpoints/", "/invocations")
 ASYNC_ROUTE = ("/v1/endpoints/", "/async")
 V2_ROUTE = ("/v2/models/", "/infer")
 JSON_HEADERS = [(b"content-type", b"application/json")]
+INTERNAL_ERROR = b'{"error":"internal error; see the server log","code":"internal_error"}'
 
 
 def key_digest(key: str) -> bytes:
@@ -111,24 +112,9 @@ class DataPlane:
                 self._authorize(headers)
             body = await self._read_body(receive, headers)
             status, payload, extra, variant = await handler(name, version, body, headers)
-        except ZeroserveError as exc:
-            status, payload = exc.status_code, orjson.dumps(exc.to_dict())
-            extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
-        except Exception:
-            log.exception("unexpected error serving a request", extra={"endpoint": name})
-            status, payload, extra = (
-                500,
-                b'{"error":"internal error; see the server log","code":"internal_error"}',
-                [],
-            )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*extra, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        except Exception as exc:
+            status, payload, extra = _error_answer(exc, name)
+        await _send_answer(send, status, payload, extra)
         if variant is not None and status == 200:
             variant.metrics.ok.inc()
             variant.metrics.latency.observe(time.perf_counter() - started)
@@ -146,20 +132,9 @@ class DataPlane:
                 self._authorize(headers)
             status, body = await self.async_service.submit(name, scope, receive, headers)
             payload, extra = orjson.dumps(body), list(JSON_HEADERS)
-        except ZeroserveError as exc:
-            status, payload = exc.status_code, orjson.dumps(exc.to_dict())
-            extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
-        except Exception:
-            log.exception("unexpected error accepting an async job", extra={"endpoint": name})
-            status, payload, extra = 500, b'{"error":"internal error; see the server log"}', []
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*extra, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        except Exception as exc:
+            status, payload, extra = _error_answer(exc, name)
+        await _send_answer(send, status, payload, extra)
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         auth = headers.get(b"authorization", b"")
@@ -294,6 +269,24 @@ class DataPlane:
         if result.cold:
             headers.append((b"x-zeroserve-cold-start", b"true"))
         return headers
+
+
+def _error_answer(exc: Exception, endpoint: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The one mapping from an exception to a response: ours carry their status and advice;
+    anything else is a 500 without a trace (the trace goes to the log)."""
+    if isinstance(exc, ZeroserveError):
+        extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+        return exc.status_code, orjson.dumps(exc.to_dict()), extra
+    log.exception("unexpected error serving a request", extra={"endpoint": endpoint}, exc_info=exc)
+    return 500, INTERNAL_ERROR, []
+
+
+async def _send_answer(
+    send: Any, status: int, payload: bytes, extra: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [*extra, (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:

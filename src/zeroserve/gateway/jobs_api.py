@@ -68,7 +68,7 @@ async def retry_job(request: Request, job_id: str) -> dict[str, Any]:
             f"job {job_id} is {job.status.value}; only dead or failed jobs can be retried"
         )
     job = await asyncio.to_thread(svc.queue.get, job_id)
-    svc._wake_worker(job.payload["endpoint"])
+    svc.wake(job.payload["endpoint"])
     result: dict[str, Any] = await svc.status(job_id)
     return result
 

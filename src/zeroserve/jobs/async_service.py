@@ -108,7 +108,7 @@ class AsyncService:
         job = await asyncio.to_thread(
             self.queue.put, queue_name(name), payload, idempotency_key=key
         )
-        self._wake_worker(name)
+        self.wake(name)
         return 202, self.describe(job)
 
     async def _receive_payload(self, receive: Any) -> tuple[str, dict[str, Any] | None]:
@@ -212,7 +212,8 @@ class AsyncService:
     def queued_jobs(self, pool: Pool) -> int:
         return self.queued.get(pool.endpoint, 0)
 
-    def _wake_worker(self, name: str) -> None:
+    def wake(self, name: str) -> None:
+        """Let the endpoint's worker lease now instead of at its next poll."""
         event = self._wake.get(name)
         if event is not None:
             event.set()
@@ -338,14 +339,15 @@ class AsyncService:
                 self.metrics.job_retries.labels(name).inc()
         if not done:
             return  # our lease expired; whoever holds the job now finishes it
+        callback = job.payload.get("callback_url")
+        if error is None and not callback:
+            return  # succeeded, and nobody to tell: no need to read the job back
         final = await asyncio.to_thread(self.queue.get, job.id)
         if final.status in (JobStatus.FAILED, JobStatus.DEAD):
             self.metrics.jobs_done.labels(name, final.status.value).inc()
-        if final.status.done and job.payload.get("callback_url"):
+        if final.status.done and callback:
             body = orjson.dumps({**self.describe(final), **({"result": None} if error else {})})
-            await asyncio.to_thread(
-                self.webhooks.enqueue, job.id, name, job.payload["callback_url"], body.decode()
-            )
+            await asyncio.to_thread(self.webhooks.enqueue, job.id, name, callback, body.decode())
 
     async def close(self) -> None:
         for task in self._workers.values():

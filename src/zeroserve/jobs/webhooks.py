@@ -130,11 +130,7 @@ class WebhookSender:
                 else:
                     row.next_attempt_at = now + BACKOFF_BASE_S * 2 ** (row.attempts - 1)
 
-    async def deliver_due(self) -> None:
-        """Send what is due; called by the controller loop."""
-        await self.deliver()
-
-    async def deliver(self) -> int:
+    async def deliver_due(self) -> int:
         """Send the deliveries that are due; returns how many were attempted."""
         rows = await asyncio.to_thread(self._due, time.time())
         if not rows:

@@ -222,12 +222,12 @@ def package(req: PackageRequest) -> PackageResult:
         )
     result = PackageResult(flavor=flavor, signature=signature)
     if req.compile == "onnx":
-        result = _compile(req, runtime, signature, sample)
+        result, onnx_bytes = _compile(req, runtime, signature, sample)
         shutil.rmtree(req.dest)
         req.dest.mkdir(parents=True)
         (req.dest / "source").mkdir()
         shutil.copy2(req.source, req.dest / "source" / filename)
-        (req.dest / "model.onnx").write_bytes(result.metrics.pop("_onnx_bytes"))
+        (req.dest / "model.onnx").write_bytes(onnx_bytes)
         meta = ArtifactMeta(
             flavor="onnx", file="model.onnx", format="onnx", options={"compiled_from": flavor}
         )
@@ -243,18 +243,20 @@ def package(req: PackageRequest) -> PackageResult:
 
 def _compile(
     req: PackageRequest, runtime: Runtime, signature: Signature, sample: np.ndarray[Any, Any] | None
-) -> PackageResult:
+) -> tuple[PackageResult, bytes]:
     if runtime.flavor != "sklearn":
         raise InvalidArtifact(
             f"--compile onnx applies to scikit-learn models, not {runtime.flavor}"
         )
     model: Any = cast(Any, runtime).model
     report = compile_sklearn_to_onnx(model, signature, sample, req.tolerance)
-    metrics = report.summary()
-    metrics["_onnx_bytes"] = report.onnx_bytes
-    return PackageResult(
-        flavor="onnx", signature=report.signature, metrics=metrics, compiled_from="sklearn"
+    result = PackageResult(
+        flavor="onnx",
+        signature=report.signature,
+        metrics=report.summary(),
+        compiled_from="sklearn",
     )
+    return result, report.onnx_bytes
 
 
 def main() -> None:

@@ -23,9 +23,8 @@ class ArtifactStore:
         self.base_url = base_url.rstrip("/")
         self.fs: Any
         self.fs, self._root = fsspec.core.url_to_fs(self.base_url)
-        self.is_local = (
-            self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
-        )
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_local = "file" in protocols
         self.cache_dir = cache_dir
 
     def url(self, key: str) -> str:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,7 +66,6 @@ class PoolStats:
     starting: int
     in_flight: int
     queued: int
-    arrivals: int
     last_request_at: float
     cold_starts: int
 
@@ -78,7 +77,6 @@ class PoolConfig:
     artifact_dir: Path
     start_timeout_s: float = 60.0
     zygote_name: str = ""
-    labels: dict[str, Any] = field(default_factory=dict)
 
 
 class Pool:
@@ -101,7 +99,6 @@ class Pool:
         self.target = self.spec.scaling.min_replicas
         self.queue: deque[Pending] = deque()
         self.in_flight = 0
-        self.arrivals = 0
         self.cold_starts = 0
         self.last_request_at = time.monotonic()
         self.last_error: str | None = None
@@ -161,7 +158,6 @@ class Pool:
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:  # noqa: PLR1730 - cheaper than max() per request
             self.peak_in_flight = self.in_flight
-        self.arrivals += 1
         if cold:
             self.cold_starts += 1
             self.metrics.cold_starts.inc()
@@ -407,7 +403,6 @@ class Pool:
             starting=self.starting,
             in_flight=self.in_flight,
             queued=len(self.queue),
-            arrivals=self.arrivals,
             last_request_at=self.last_request_at,
             cold_starts=self.cold_starts,
         )
