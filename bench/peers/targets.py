@@ -355,6 +355,7 @@ class ZeroserveTarget(Target):
     health_path = "/healthz"
     endpoint: ClassVar[str] = "fraud"
     register_extra: ClassVar[tuple[str, ...]] = ()
+    processes: ClassVar[int] = 2  # gateway processes, as the hand-written app runs two workers
 
     def cli(self) -> str:
         beside = self.python.parent / "zeroserve"
@@ -378,7 +379,8 @@ class ZeroserveTarget(Target):
     def command(self) -> list[str]:
         shutil.rmtree(self.data_dir(), ignore_errors=True)
         self.data_dir().mkdir(parents=True)
-        return [self.cli(), "up", "--port", str(self.port), "--data-dir", str(self.data_dir())]
+        return [self.cli(), "up", "--port", str(self.port), "--data-dir", str(self.data_dir()),
+                "--processes", str(self.processes)]  # fmt: skip
 
     def after_start(self) -> None:
         env = {**os.environ, "ZEROSERVE_URL": f"http://127.0.0.1:{self.port}"}
@@ -414,11 +416,20 @@ class ZeroserveOnnxTarget(ZeroserveTarget):
     register_extra = ("--compile", "onnx")
 
 
+class ZeroserveOnnxOneProcessTarget(ZeroserveOnnxTarget):
+    """The same with one gateway process: shows what the secondary gateway adds."""
+
+    name = "zeroserve-onnx-1proc"
+    goal_ratio = None
+    processes = 1
+
+
 TARGETS: dict[str, type[Target]] = {
     cls.name: cls
     for cls in (
         ZeroserveTarget,
         ZeroserveOnnxTarget,
+        ZeroserveOnnxOneProcessTarget,
         BentoMLTarget,
         BentoMLBatchingTarget,
         MLServerTarget,

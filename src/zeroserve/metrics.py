@@ -6,9 +6,12 @@ for an observation, not for a label lookup.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -36,6 +39,8 @@ class Metrics:
 
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        self.peer_samples: dict[int, list[SampleRow]] = {}
+        """The secondary gateway processes' latest samples, by process."""
         r = self.registry
         self.requests = Counter(
             "zeroserve_requests",
@@ -163,8 +168,47 @@ class Metrics:
     def crash(self, endpoint: str, variant: str, reason: str) -> None:
         self.crashes.labels(endpoint, variant, reason).inc()
 
+    def samples(self) -> list[SampleRow]:
+        """Every sample as plain values, to send to the control process."""
+        return [
+            (f.name, f.type, f.documentation, sample.name, sample.labels, sample.value)
+            for f in self.registry.collect()
+            for sample in f.samples
+        ]
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition text: this process's metrics plus the secondary gateways' (summed)."""
+        if not self.peer_samples:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry(auto_describe=False)
+        merged.register(_Merged([self.samples(), *self.peer_samples.values()]))
+        return generate_latest(merged)
+
+
+SampleRow = tuple[str, str, str, str, dict[str, str], float]
+
+
+class _Merged(Collector):
+    """Families from several processes, with the values of identical series added."""
+
+    def __init__(self, sources: list[list[SampleRow]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for rows in self.sources:
+            for family, kind, doc, name, labels, value in rows:
+                if family not in families:
+                    families[family] = Metric(family, doc, kind)
+                    values[family] = {}
+                key = (name, tuple(labels.items()))
+                series = values[family]
+                series[key] = series.get(key, 0.0) + value
+        for family, metric in families.items():
+            for (name, pairs), value in values[family].items():
+                metric.add_sample(name, dict(pairs), value)
+            yield metric
 
 
 @dataclass(slots=True)

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         default_factory=list, description="keys accepted on the control and data planes"
     )
     max_payload_mb: float = Field(6.0, gt=0, description="largest sync request body")
+    gateway_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes answering HTTP on the port (the control process and "
+        "secondaries); more use more cores for the request path",
+    )
     reconcile_interval_s: float = Field(
         10.0, gt=0, description="how often the controller re-reads endpoints from the registry"
     )

@@ -182,4 +182,5 @@ class UsageRecord:
     compute_s: float
     bytes_in: int
     bytes_out: int
-    cold_start: bool = False
+    cold_starts: int = 0
+    """Batches that held a request which waited for a replica to start (0 or 1 per batch)."""

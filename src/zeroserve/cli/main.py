@@ -34,13 +34,24 @@ def up(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     text_logs: Annotated[bool, typer.Option(help="human-readable logs instead of JSON")] = False,
     access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(help="gateway processes sharing the port (default 1; about one per core)"),
+    ] = None,
 ) -> None:
     """Start the gateway and the controller."""
     from zeroserve.server import serve
     from zeroserve.settings import Settings
 
     overrides = {
-        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
+        k: v
+        for k, v in {
+            "host": host,
+            "port": port,
+            "data_dir": data_dir,
+            "gateway_processes": processes,
+        }.items()
+        if v is not None
     }
     try:
         settings = Settings(log_level=log_level, log_json=not text_logs, **overrides)  # type: ignore[arg-type]

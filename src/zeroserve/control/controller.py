@@ -13,20 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from zeroserve.control.autoscaler import AutoscalerState, AutoscalingContext, desired_replicas
-from zeroserve.control.policy import cumulative, pick
+from zeroserve.control.policy import cumulative
+from zeroserve.control.routes import Route, VariantRoute
 from zeroserve.errors import ZeroserveError
-from zeroserve.metrics import Metrics, VariantMetrics
+from zeroserve.metrics import Metrics
 from zeroserve.registry.registry import Registry
-from zeroserve.serving.pool import Pool, PoolConfig, PoolStats, UsageSink
+from zeroserve.serving.pool import LocalPool, PoolConfig, PoolStats, UsageSink
 from zeroserve.settings import Settings
-from zeroserve.types import EndpointSpec, ModelVersionInfo, Signature, VariantSpec
+from zeroserve.types import EndpointSpec, VariantSpec
 
 log = logging.getLogger("zeroserve.controller")
 
@@ -37,50 +37,27 @@ MEMORY_SAMPLE_EVERY = 20  # ticks: pools without a limit are sampled every 5 s
 PoolKey = tuple[str, str, str, int]
 
 
-@dataclass(slots=True)
-class VariantRoute:
-    spec: VariantSpec
-    version: ModelVersionInfo
-    pool: Pool
-    metrics: VariantMetrics
-    signature: Signature
-
-
-@dataclass(slots=True)
-class Route:
-    spec: EndpointSpec
-    variants: list[VariantRoute]
-    cum_weights: list[float]
-    shadow: VariantRoute | None = None
-    in_flight: int = 0
-
-    def choose(self, u: float | None = None) -> VariantRoute:
-        if len(self.variants) == 1:
-            return self.variants[0]
-        return self.variants[pick(self.cum_weights, random.random() if u is None else u)]
-
-    def for_version(self, version: int) -> VariantRoute | None:
-        for v in self.variants:
-            if v.spec.version == version:
-                return v
-        return None
+def pool_key_text(key: PoolKey) -> str:
+    """The key as one string (for messages between gateway processes)."""
+    return "\x1f".join(str(part) for part in key)
 
 
 @dataclass
 class _Managed:
-    pool: Pool
+    pool: LocalPool
     scaler: AutoscalerState = field(default_factory=AutoscalerState)
     last_busy_s: float = 0.0
     last_tick: float | None = None
 
     def utilization(self, now: float, stats: PoolStats) -> float:
         """Busy fraction of the live replicas since the previous tick."""
-        busy = self.pool.busy_s
+        busy = self.pool.total_busy_s()
         previous, self.last_tick = self.last_tick, now
         delta, self.last_busy_s = busy - self.last_busy_s, busy
         if previous is None or now <= previous or not stats.replicas:
             return 0.0
-        return min(1.0, delta / ((now - previous) * stats.replicas))
+        # A secondary that died takes its busy time with it: never below zero.
+        return max(0.0, min(1.0, delta / ((now - previous) * stats.replicas)))
 
 
 def effective_target_concurrency(spec: VariantSpec) -> float:
@@ -101,12 +78,33 @@ class Controller:
         self.settings = settings
         self.metrics = metrics
         self.meter = meter
-        self.routes: dict[str, Route] = {}
+        self._routes: dict[str, Route] = {}
         self._pools: dict[PoolKey, _Managed] = {}
+        self.listeners: list[Callable[[], None]] = []
+        """Called when routes or live replicas change (the secondary gateways follow)."""
+        self.death_listeners: list[Callable[[PoolKey, int, str], None]] = []
+        self.after_change: list[Callable[[], Awaitable[None]]] = []
+        """Awaited after ``apply`` and ``remove``: the change is visible everywhere after it."""
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._memory_ticks = 0
         self.extra_managers: list[tuple[str, float, Callable[[], Awaitable[object]]]] = []
+
+    @property
+    def routes(self) -> dict[str, Route]:
+        return self._routes
+
+    @routes.setter
+    def routes(self, routes: dict[str, Route]) -> None:
+        self._routes = routes
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+    def pools(self) -> dict[PoolKey, LocalPool]:
+        return {key: managed.pool for key, managed in self._pools.items()}
 
     # lifecycle
     async def start(self) -> None:
@@ -130,12 +128,17 @@ class Controller:
     # desired state -> pools and routes
     async def apply(self, spec: EndpointSpec) -> Route:
         async with self._lock:
-            return await self._apply(spec)
+            route = await self._apply(spec)
+        for hook in self.after_change:
+            await hook()
+        return route
 
     async def remove(self, name: str) -> None:
         async with self._lock:
             self.routes = {k: v for k, v in self.routes.items() if k != name}
             await self._collect_unused()
+        for hook in self.after_change:
+            await hook()
 
     async def reconcile(self) -> None:
         specs = await asyncio.to_thread(self.registry.list_endpoints)
@@ -178,11 +181,13 @@ class Controller:
                 start_timeout_s=self.settings.replica_start_timeout_s,
                 zygote_name=f"{vspec.model} v{vspec.version}",
             )
-            pool = Pool(
+            pool = LocalPool(
                 config,
                 metrics,
                 self.meter,
                 on_crash=lambda reason: self.metrics.crash(endpoint, vspec.name, reason),
+                on_change=self._changed,
+                on_died=lambda pid, how: self._died(key, pid, how),
             )
             await pool.start()
             managed = self._pools[key] = _Managed(pool)
@@ -190,6 +195,10 @@ class Controller:
             managed.pool.spec = vspec  # limits and scaling apply in place
             await managed.pool.scale_to(max(managed.pool.target, vspec.scaling.min_replicas))
         return VariantRoute(vspec, version, managed.pool, metrics, version.signature)
+
+    def _died(self, key: PoolKey, pid: int, how: str) -> None:
+        for listener in self.death_listeners:
+            listener(key, pid, how)
 
     async def _collect_unused(self) -> None:
         used = {
@@ -245,16 +254,16 @@ class Controller:
                 target_concurrency=effective_target_concurrency(pool.spec),
             )
             target, managed.scaler = desired_replicas(ctx)
+            peak = pool.take_peak_in_flight()
             observe = getattr(self.meter, "observe_concurrency", None)
-            if observe is not None and pool.peak_in_flight:
-                observe(pool.endpoint, pool.spec.name, pool.peak_in_flight)
-            pool.peak_in_flight = pool.in_flight
+            if observe is not None and peak:
+                observe(pool.endpoint, pool.spec.name, peak)
             pool.metrics.queue_depth.set(stats.queued)
             pool.metrics.in_flight.set(stats.in_flight)
             if target != pool.target or target != stats.replicas + stats.starting:
                 await pool.scale_to(target)
 
-    def queued_jobs(self, pool: Pool) -> int:
+    def queued_jobs(self, pool: LocalPool) -> int:
         """Durable-queue depth for this pool's endpoint; the async service overrides it."""
         return 0
 
@@ -279,10 +288,7 @@ class Controller:
 
     async def evict(self, name: str) -> int:
         """Stop the zygotes of an endpoint's pools; the next start rebuilds them."""
-        route = self.routes.get(name)
-        if route is None:
-            return 0
-        pools = [v.pool for v in [*route.variants, *([route.shadow] if route.shadow else [])]]
+        pools = [pool for key, pool in self.pools().items() if key[0] == name]
         for pool in pools:
             await asyncio.to_thread(pool.evict_zygote)
         return len(pools)
@@ -308,12 +314,17 @@ class Controller:
         route = self.routes.get(name)
         if route is None:
             return {"ready": False, "variants": []}
-        pools = [v.pool.describe() for v in route.variants]
+        local = self.pools()
+
+        def describe(variant: VariantRoute) -> dict[str, Any]:
+            key = (name, variant.spec.name, variant.spec.model, variant.spec.version)
+            return local[key].describe()
+
         return {
             "ready": True,
             "in_flight": route.in_flight,
-            "variants": pools,
-            "shadow": route.shadow.pool.describe() if route.shadow else None,
+            "variants": [describe(v) for v in route.variants],
+            "shadow": describe(route.shadow) if route.shadow else None,
         }
 
 

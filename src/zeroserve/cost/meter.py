@@ -144,7 +144,7 @@ class Meter:
             b.compute_s += rec.compute_s
             b.bytes_in += rec.bytes_in
             b.bytes_out += rec.bytes_out
-            b.cold_starts += rec.cold_start
+            b.cold_starts += rec.cold_starts
 
     def observe_concurrency(self, endpoint: str, variant: str, in_flight: int) -> None:
         with self._lock:

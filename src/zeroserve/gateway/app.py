@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
 from zeroserve.gateway import batch_api, control_api, jobs_api, v2
 from zeroserve.gateway.dataplane import DataPlane, key_digest
+from zeroserve.gateway.peers import GatewayPeers
 from zeroserve.jobs.async_service import AsyncService
 from zeroserve.jobs.batch_service import BatchService
 from zeroserve.metrics import Metrics
@@ -40,6 +42,8 @@ class ServerState:
     meter: Meter
     async_service: AsyncService
     batch_service: BatchService
+    gateway: DataPlane | None = None
+    peers: GatewayPeers | None = None
 
 
 def error_response(exc: ZeroserveError) -> JSONResponse:
@@ -187,8 +191,16 @@ def ops_router() -> APIRouter:
     return router
 
 
-def create_app(settings: Settings | None = None) -> DataPlane:
-    """The ASGI app: the inference fast path in front of a FastAPI app for the rest."""
+def create_app(
+    settings: Settings | None = None,
+    peers: tuple[socket.socket, str, bool] | None = None,
+) -> DataPlane:
+    """The ASGI app: the inference fast path in front of a FastAPI app for the rest.
+
+    ``peers`` (the listening socket, the private URL of this process and the
+    access-log switch) starts ``settings.gateway_processes - 1`` secondary
+    gateway processes on that socket.
+    """
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry.open(
@@ -208,10 +220,17 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     batches = BatchService(controller, registry, jobs.queue, settings)
     controller.extra_managers.append(("batch", 0.5, batches.tick))
     state = ServerState(settings, registry, metrics, controller, meter, jobs, batches)
+    if peers is not None:
+        listen, control_url, access_log = peers
+        state.peers = GatewayPeers(
+            controller, metrics, meter, settings, listen, control_url, access_log
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await controller.start()
+        if state.peers is not None:
+            await state.peers.start()
         log.info(
             "zeroserve ready",
             extra={
@@ -223,6 +242,8 @@ def create_app(settings: Settings | None = None) -> DataPlane:
         try:
             yield
         finally:
+            if state.peers is not None:
+                await state.peers.stop()
             await batches.close()
             await controller.stop()
             await jobs.close()
@@ -249,4 +270,5 @@ def create_app(settings: Settings | None = None) -> DataPlane:
     gateway = DataPlane(controller, settings, metrics, api)
     gateway.async_service = jobs
     gateway.state = state  # type: ignore[attr-defined]
+    state.gateway = gateway
     return gateway

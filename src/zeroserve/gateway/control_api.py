@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -300,6 +301,19 @@ async def evict_endpoint(request: Request, name: str) -> dict[str, int]:
     zs = state(request)
     await asyncio.to_thread(zs.registry.get_endpoint, name)
     return {"evicted": await zs.controller.evict(name)}
+
+
+@router.get("/gateways")
+async def list_gateways(request: Request) -> list[dict[str, Any]]:
+    """The processes answering HTTP: this (control) process and its secondaries."""
+    zs = state(request)
+    control = {
+        "pid": os.getpid(),
+        "role": "control",
+        "answered": zs.gateway.answered,
+    }
+    peers = zs.peers.describe() if zs.peers is not None else []
+    return [control, *({"role": "secondary", **p} for p in peers)]
 
 
 @router.get("/settings")

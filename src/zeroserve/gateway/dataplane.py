@@ -32,7 +32,7 @@ from zeroserve.gateway import jsonproto, v2
 from zeroserve.gateway.validation import rows_of
 
 if TYPE_CHECKING:
-    from zeroserve.control.controller import Controller, Route, VariantRoute
+    from zeroserve.control.routes import Route, RouteTable, VariantRoute
     from zeroserve.metrics import Metrics
     from zeroserve.serving.pool import Result
     from zeroserve.settings import Settings
@@ -56,7 +56,7 @@ def key_digest(key: str) -> bytes:
 
 class DataPlane:
     def __init__(
-        self, controller: Controller, settings: Settings, metrics: Metrics, fallback: ASGIApp
+        self, controller: RouteTable, settings: Settings, metrics: Metrics, fallback: ASGIApp
     ) -> None:
         self.controller = controller
         self.settings = settings
@@ -66,6 +66,8 @@ class DataPlane:
         self.keys = {key_digest(k) for k in [*settings.api_keys, *settings.admin_api_keys]}
         self._background: set[asyncio.Task[Any]] = set()
         self.async_service: Any = None
+        self.answered = 0
+        """Inference requests this process has answered (shown per gateway process)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -115,6 +117,7 @@ class DataPlane:
         except Exception as exc:
             status, payload, extra = _error_answer(exc, name)
         await _send_answer(send, status, payload, extra)
+        self.answered += 1
         if variant is not None and status == 200:
             variant.metrics.ok.inc()
             variant.metrics.latency.observe(time.perf_counter() - started)

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from zeroserve.control.controller import Controller
     from zeroserve.metrics import Metrics
     from zeroserve.registry.registry import Registry
-    from zeroserve.serving.pool import Pool
+    from zeroserve.serving.pool import LocalPool
     from zeroserve.settings import Settings
 
 log = logging.getLogger("zeroserve.async")
@@ -209,7 +209,7 @@ class AsyncService:
         return endpoint_secret(self.master, endpoint)
 
     # workers
-    def queued_jobs(self, pool: Pool) -> int:
+    def queued_jobs(self, pool: LocalPool) -> int:
         return self.queued.get(pool.endpoint, 0)
 
     def wake(self, name: str) -> None:

@@ -67,6 +67,45 @@ class FrameError(Exception):
     """The peer closed the channel or sent a malformed frame."""
 
 
+class FrameParser:
+    """Cuts frames out of bytes as they arrive (for a replica serving several channels)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames = []
+        while (frame := self._next()) is not None:
+            frames.append(frame)
+        return frames
+
+    def _next(self) -> Frame | None:
+        buf = self._buf
+        if len(buf) < HEAD.size:
+            return None
+        meta_len, nbuf = HEAD.unpack_from(buf)
+        if meta_len > MAX_META:
+            raise FrameError(f"frame metadata of {meta_len} bytes is too large")
+        start = HEAD.size + 8 * nbuf
+        if len(buf) < start:
+            return None
+        lengths = struct.unpack_from(f"<{nbuf}Q", buf, HEAD.size) if nbuf else ()
+        end = start + meta_len + sum(lengths)
+        if len(buf) < end:
+            return None
+        payload = bytes(buf[start : start + meta_len])
+        pos = start + meta_len
+        buffers = []
+        for n in lengths:
+            buffers.append(buf[pos : pos + n])
+            pos += n
+        del buf[:end]
+        return decode(payload, buffers)
+
+
 # Blocking side (replicas and the zygote).
 
 

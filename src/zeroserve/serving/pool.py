@@ -6,7 +6,11 @@ request its slice. Batching costs nothing at low load: an idle replica waits
 only a couple of event-loop turns for requests that arrived together, and
 under load the batch is simply what queued while the replica was busy.
 
-A request that arrives at zero replicas waits while the zygote forks one.
+``Pool`` is that dispatch half. ``LocalPool`` (the control process) owns
+the replicas: it forks them from the zygote, scales them and explains their
+deaths. A secondary gateway process runs a ``MirrorPool`` (gateway/mirror.py)
+over channels of its own to the same replicas. A request that arrives at
+zero replicas waits while one is forked.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +75,18 @@ class PoolStats:
     cold_starts: int
 
 
+@dataclass(slots=True)
+class PeerPoolStats:
+    """A secondary gateway process's view of one pool, as it last reported it."""
+
+    in_flight: int = 0
+    queued: int = 0
+    last_request_at: float = 0.0
+    busy_s: float = 0.0
+    peak_in_flight: int = 0
+    cold_starts: int = 0
+
+
 @dataclass
 class PoolConfig:
     endpoint: str
@@ -80,23 +97,20 @@ class PoolConfig:
 
 
 class Pool:
+    """Requests queued for one variant and the loops that feed them to its replicas."""
+
     def __init__(
         self,
-        config: PoolConfig,
+        endpoint: str,
+        spec: VariantSpec,
         metrics: VariantMetrics,
         meter: UsageSink | None = None,
-        on_crash: Any = None,
     ) -> None:
-        self.config = config
-        self.spec = config.spec
-        self.endpoint = config.endpoint
+        self.endpoint = endpoint
+        self.spec = spec
         self.metrics = metrics
         self.meter = meter
-        self.on_crash = on_crash
-        self.zygote = ZygoteHandle(config.artifact_dir, config.zygote_name or self.spec.model)
         self.replicas: list[Replica] = []
-        self.starting = 0
-        self.target = self.spec.scaling.min_replicas
         self.queue: deque[Pending] = deque()
         self.in_flight = 0
         self.cold_starts = 0
@@ -109,39 +123,47 @@ class Pool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
 
-    # lifecycle
-    async def start(self) -> None:
-        self.zygote.start()
-        await self.zygote.wait_ready(self.config.start_timeout_s)
-        await self.scale_to(self.target)
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def stop(self) -> None:
+    def _on_cold(self) -> None:
+        """A request arrived with no replica to take it: get one started."""
+
+    def _fail_all(self) -> None:
+        """Stop taking work: fail what is queued and what the replicas hold, close channels."""
         self._stopped = True
-        gone = NoReplicaAvailable(
+        running = NoReplicaAvailable(
             f"endpoint {self.endpoint} was removed or changed while this request was running; "
             "retry it"
         )
         for replica in list(self.replicas):
             replica.retire()
-            replica.fail_pending(gone)
+            replica.fail_pending(running)
             replica.close()
         self._work.set()
-        for p in self.queue:
-            if not p.future.done():
-                p.future.set_exception(NoReplicaAvailable(f"endpoint {self.endpoint} was removed"))
-        self.queue.clear()
-        await asyncio.to_thread(self.zygote.stop)
+        self.fail_queued(NoReplicaAvailable(f"endpoint {self.endpoint} was removed"))
+
+    def _cancel_tasks(self) -> None:
+        """After ``_fail_all`` had a loop turn to hand its errors to the requests."""
         for task in list(self._tasks):
             task.cancel()
 
-    def evict_zygote(self) -> None:
-        """Free the zygote's memory; the next replica start rebuilds it (slower, still correct)."""
-        self.zygote.stop()
+    def fail_queued(self, error: Exception) -> None:
+        while self.queue:
+            p = self.queue.popleft()
+            if not p.future.done():
+                p.future.set_exception(error)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def add_replica(self, replica: Replica) -> None:
+        self.replicas.append(replica)
+        self._spawn(self._run(replica))
+        if self.queue:
+            self._work.set()
+
+    def live_replicas(self) -> list[Replica]:
+        return [r for r in self.replicas if not r.closing]
 
     # the request path
     async def submit(self, arrays: Arrays, rows: int, timeout_s: float) -> Result:
@@ -161,9 +183,7 @@ class Pool:
         if cold:
             self.cold_starts += 1
             self.metrics.cold_starts.inc()
-            if self.starting == 0:
-                self.target = max(self.target, 1)
-                self._spawn(self.scale_to(self.target))
+            self._on_cold()
         self._work.set()
         timer = loop.call_later(timeout_s, self._expire, pending, timeout_s)
         try:
@@ -258,7 +278,7 @@ class Pool:
                     compute_s=compute_s,
                     bytes_in=sum(a.nbytes for a in arrays.values()),
                     bytes_out=sum(a.nbytes for a in outputs.values()),
-                    cold_start=any(p.cold for p in batch),
+                    cold_starts=int(any(p.cold for p in batch)),
                 )
             )
         if len(batch) == 1:
@@ -289,6 +309,76 @@ class Pool:
                 )
             )
 
+    def stats(self) -> PoolStats:
+        return PoolStats(
+            replicas=len(self.live_replicas()),
+            starting=0,
+            in_flight=self.in_flight,
+            queued=len(self.queue),
+            last_request_at=self.last_request_at,
+            cold_starts=self.cold_starts,
+        )
+
+
+class LocalPool(Pool):
+    """A pool that owns its replicas: forks them from a zygote, scales and replaces them.
+
+    Secondary gateway processes report their own queue and in-flight counts for
+    this pool (``peers``); ``stats`` adds them so the autoscaler sees all demand.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        metrics: VariantMetrics,
+        meter: UsageSink | None = None,
+        on_crash: Any = None,
+        on_change: Callable[[], None] | None = None,
+        on_died: Callable[[int, str], None] | None = None,
+    ) -> None:
+        super().__init__(config.endpoint, config.spec, metrics, meter)
+        self.config = config
+        self.on_crash = on_crash
+        self.on_change = on_change
+        """Called when the set of live replicas changes (secondaries follow it)."""
+        self.on_died = on_died
+        """Called with a dead replica's pid and how it died (secondaries tell their clients)."""
+        self.zygote = ZygoteHandle(config.artifact_dir, config.zygote_name or self.spec.model)
+        self.starting = 0
+        self.target = self.spec.scaling.min_replicas
+        self.peers: dict[int, PeerPoolStats] = {}
+        self._peer_peak = 0
+
+    # lifecycle
+    async def start(self) -> None:
+        self.zygote.start()
+        await self.zygote.wait_ready(self.config.start_timeout_s)
+        await self.scale_to(self.target)
+
+    async def stop(self) -> None:
+        self._fail_all()
+        self._changed()
+        await asyncio.to_thread(self.zygote.stop)
+        self._cancel_tasks()
+
+    def evict_zygote(self) -> None:
+        """Free the zygote's memory; the next replica start rebuilds it (slower, still correct)."""
+        self.zygote.stop()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _on_cold(self) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        """Start a replica if none is live or starting (a cold request is waiting)."""
+        self.last_request_at = time.monotonic()
+        if self.starting == 0 and not self.live_replicas() and not self._stopped:
+            self.target = max(self.target, 1)
+            self._spawn(self.scale_to(self.target))
+
     # replicas
     async def scale_to(self, target: int) -> None:
         """Start or retire replicas until ``target`` are live (bounded by max_replicas)."""
@@ -311,6 +401,7 @@ class Pool:
             for replica in surplus:
                 replica.retire()
             self._work.set()
+            self._changed()
 
     async def _start_replica(self) -> None:
         """Start one replica in a slot the caller reserved in ``starting``."""
@@ -333,28 +424,25 @@ class Pool:
             return
         finally:
             self.starting -= 1
+            if self.last_error is not None:
+                self._changed()  # secondaries' timeouts can then say why
         self.last_error = None
-        self.replicas.append(replica)
+        self.add_replica(replica)
         self.metrics.replicas.set(len(self.replicas))
         self.metrics.cold_start_latency.observe(time.perf_counter() - started)
-        self._spawn(self._run(replica))
-        if self.queue:
-            self._work.set()
+        self._changed()
 
     def _fail_queued_if_hopeless(self, exc: Exception) -> None:
         if self.replicas or self.starting:
             return
-        error = exc if isinstance(exc, ZeroserveError) else NoReplicaAvailable(str(exc))
-        while self.queue:
-            p = self.queue.popleft()
-            if not p.future.done():
-                p.future.set_exception(error)
+        self.fail_queued(exc if isinstance(exc, ZeroserveError) else NoReplicaAvailable(str(exc)))
 
     def _on_replica_exit(self, replica: Replica) -> None:
         with contextlib.suppress(ValueError):
             self.replicas.remove(replica)
         self.metrics.replicas.set(len(self.replicas))
         self._work.set()
+        self._changed()
         if self._stopped:
             replica.fail_pending(NoReplicaAvailable(f"endpoint {self.endpoint} was removed"))
         else:
@@ -366,13 +454,14 @@ class Pool:
             how = replica.kill_reason or describe_exit(status)
             if self.on_crash is not None:
                 self.on_crash("memory" if replica.kill_reason else "crash")
-            replica.fail_pending(
-                ReplicaCrashed(
-                    f"the replica serving {self.endpoint} (model {self.spec.model} "
-                    f"v{self.spec.version}) {how} while predicting this request; "
-                    "it is being replaced, retry the request"
-                )
+            message = (
+                f"the replica serving {self.endpoint} (model {self.spec.model} "
+                f"v{self.spec.version}) {how} while predicting this request; "
+                "it is being replaced, retry the request"
             )
+            if self.on_died is not None:
+                self.on_died(replica.pid, message)
+            replica.fail_pending(ReplicaCrashed(message))
             log.warning(
                 "replica died", extra={"endpoint": self.endpoint, "pid": replica.pid, "how": how}
             )
@@ -398,16 +487,34 @@ class Pool:
         return largest
 
     def stats(self) -> PoolStats:
+        """This process's counts plus what the secondary gateway processes last reported."""
+        peers = self.peers.values()
         return PoolStats(
-            replicas=len([r for r in self.replicas if not r.closing]),
+            replicas=len(self.live_replicas()),
             starting=self.starting,
-            in_flight=self.in_flight,
-            queued=len(self.queue),
-            last_request_at=self.last_request_at,
-            cold_starts=self.cold_starts,
+            in_flight=self.in_flight + sum(p.in_flight for p in peers),
+            queued=len(self.queue) + sum(p.queued for p in peers),
+            last_request_at=max([self.last_request_at, *(p.last_request_at for p in peers)]),
+            cold_starts=self.cold_starts + sum(p.cold_starts for p in peers),
         )
 
+    def total_busy_s(self) -> float:
+        """Model time of every batch any gateway process sent to these replicas."""
+        return self.busy_s + sum(p.busy_s for p in self.peers.values())
+
+    def report_peer(self, peer: int, stats: PeerPoolStats) -> None:
+        self.peers[peer] = stats
+        self._peer_peak = max(self._peer_peak, stats.peak_in_flight)
+
+    def take_peak_in_flight(self) -> int:
+        """Peak concurrency since the last call (all processes), for the meter."""
+        peak = self.peak_in_flight + self._peer_peak
+        self.peak_in_flight = self.in_flight
+        self._peer_peak = sum(p.in_flight for p in self.peers.values())
+        return peak
+
     def describe(self) -> dict[str, Any]:
+        stats = self.stats()
         return {
             "variant": self.spec.name,
             "model": self.spec.model,
@@ -418,9 +525,9 @@ class Pool:
             ],
             "target_replicas": self.target,
             "starting": self.starting,
-            "queued": len(self.queue),
-            "in_flight": self.in_flight,
-            "cold_starts": self.cold_starts,
+            "queued": stats.queued,
+            "in_flight": stats.in_flight,
+            "cold_starts": stats.cold_starts,
             "zygote_alive": self.zygote.alive,
             "zygote_load_s": round(self.zygote.load_s, 3),
             "last_error": self.last_error,

@@ -160,22 +160,49 @@ class Replica:
         self._seq = itertools.count(1)
         self._on_exit = on_exit
         self._reader_task: asyncio.Task[None] | None = None
-        self.exit_message = ""
+        self.address = ""
+        """Where other gateway processes connect to this replica (abstract Unix socket)."""
 
     @classmethod
     async def connect(
         cls, pid: int, fd: int, on_exit: Callable[[Replica], None], timeout_s: float
     ) -> Replica:
+        """Take over the owner channel of a replica just forked by the zygote."""
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**24)
-        replica = cls(pid, reader, writer, on_exit)
-        meta, _ = await asyncio.wait_for(replica._read_frame(), timeout_s)
+        return await cls(pid, reader, writer, on_exit)._handshake(timeout_s)
+
+    @classmethod
+    async def dial(
+        cls, pid: int, address: str, on_exit: Callable[[Replica], None], timeout_s: float
+    ) -> Replica:
+        """Open a channel of our own to a running replica (from a secondary gateway process)."""
+        # Connected here, not by the event loop: uvloop cannot name an abstract socket,
+        # and a Unix connect to a listening socket does not wait.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout_s)
+            sock.connect(address)
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**24)
+        except OSError as exc:
+            sock.close()
+            raise NoReplicaAvailable(f"cannot reach replica {pid}: {exc}") from exc
+        return await cls(pid, reader, writer, on_exit)._handshake(timeout_s)
+
+    async def _handshake(self, timeout_s: float) -> Replica:
+        try:
+            meta, _ = await asyncio.wait_for(self._read_frame(), timeout_s)
+        except (asyncio.IncompleteReadError, OSError, TimeoutError) as exc:
+            self.writer.close()
+            raise NoReplicaAvailable(f"replica {self.pid} did not start: {exc!r}") from exc
         if meta.get("op") != "ready":
-            writer.close()
-            raise NoReplicaAvailable(f"replica {pid} did not start: {meta}")
-        replica._reader_task = asyncio.get_running_loop().create_task(replica._read_loop())
-        return replica
+            self.writer.close()
+            raise NoReplicaAvailable(f"replica {self.pid} did not start: {meta}")
+        self.address = str(meta.get("address", ""))
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+        return self
 
     async def _read_frame(self) -> tuple[dict[str, Any], Arrays]:
         head = await self.reader.readexactly(HEAD.size)
@@ -199,6 +226,10 @@ class Replica:
         finally:
             self.closing = True
             self._on_exit(self)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def fail_pending(self, exc: Exception) -> None:
         for fut in self._pending.values():

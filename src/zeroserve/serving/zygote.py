@@ -41,8 +41,8 @@ SINGLE_THREAD_ENV = {
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill us when the gateway dies, even by SIGKILL."""
+def die_with_parent() -> None:
+    """Ask Linux to kill us when our parent dies, even by SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -179,7 +179,7 @@ class Zygote:
 
 def main() -> None:
     artifact_dir, fd = Path(sys.argv[1]), int(sys.argv[2])
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctrl = socket.socket(fileno=fd)
     zygote = Zygote(artifact_dir, ctrl)

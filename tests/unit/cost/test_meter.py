@@ -40,7 +40,7 @@ def rec(
         compute_s=compute_s,
         bytes_in=1000 * requests,
         bytes_out=200 * requests,
-        cold_start=cold,
+        cold_starts=int(cold),
     )
 
 

@@ -3,7 +3,7 @@ import threading
 
 import numpy as np
 
-from zeroserve.serving.messages import decode, encode, reader, recv_frame, send_frame
+from zeroserve.serving.messages import FrameParser, decode, encode, reader, recv_frame, send_frame
 
 
 def test_round_trip_keeps_dtypes_shapes_and_values() -> None:
@@ -35,3 +35,19 @@ def test_arrays_travel_as_raw_buffers_not_json() -> None:
     assert len(head) < 200
     _, arrays = decode(head[16:], [bytearray(parts[1])])
     np.testing.assert_array_equal(arrays["input"], x)
+
+
+def test_parser_cuts_frames_however_the_bytes_arrive() -> None:
+    frames = [
+        ({"op": "predict", "id": i}, {"input": np.full((i + 1, 3), i, dtype=np.float32)})
+        for i in range(4)
+    ]
+    stream = b"".join(b"".join(bytes(p) for p in encode(m, a)) for m, a in frames)
+    for chunk in (1, 7, 64, len(stream)):
+        parser = FrameParser()
+        got = []
+        for start in range(0, len(stream), chunk):
+            got.extend(parser.feed(stream[start : start + chunk]))
+        assert [m for m, _ in got] == [m for m, _ in frames]
+        for (_, arrays), (_, want) in zip(got, frames, strict=True):
+            np.testing.assert_array_equal(arrays["input"], want["input"])

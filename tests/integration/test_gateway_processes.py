@@ -1,0 +1,205 @@
+"""Several gateway processes on one port: the control process and its secondaries.
+
+The server runs with ZEROSERVE_GATEWAY_PROCESSES=2. Each test opens fresh
+connections (the kernel hands each to whichever process accepts it) and checks
+that answers are right whichever process gave them, that the control process
+sees every process's requests (metrics, autoscaling), and that a secondary
+follows the replicas the control process starts, retires and loses.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests import modelkit
+from tests.integration.conftest import Api
+from zeroserve.process import ServerProcess
+
+ROWS = np.random.default_rng(7).random((600, modelkit.N_FEATURES)).astype(np.float32)
+CONNECTIONS = 16
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"ZEROSERVE_GATEWAY_PROCESSES": "2"}
+    with ServerProcess(tmp_path_factory.mktemp("gateways"), env=env) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def api(server: ServerProcess, models_dir: Path) -> Api:
+    api = Api(server.url)
+    api.register("echo", models_dir / "echo.py", models_dir / "sample.npy", trust=True)
+    return api
+
+
+def gateways(api: Api) -> list[dict[str, Any]]:
+    # A fresh connection: the shared one may be held by a secondary a test kills.
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        listed: list[dict[str, Any]] = api.check(client.get("/api/gateways"))
+    return listed
+
+
+def secondary(api: Api) -> dict[str, Any]:
+    """The secondary's entry; while it is being restarted, an entry that is not ready."""
+    missing = {"pid": 0, "ready": False, "answered": 0, "restarts": 0}
+    return next((g for g in gateways(api) if g["role"] == "secondary"), missing)
+
+
+def invoke_on_fresh_connections(
+    url: str, endpoint: str, rows: np.ndarray, connections: int = CONNECTIONS
+) -> list[httpx.Response]:
+    """One request per row, spread over ``connections`` new keep-alive connections."""
+
+    def worker(part: np.ndarray) -> list[httpx.Response]:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            return [
+                client.post(f"/v1/endpoints/{endpoint}/invocations", json={"instances": [row]})
+                for row in part.tolist()
+            ]
+
+    parts = np.array_split(rows, connections)
+    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+        return [r for answers in pool.map(worker, parts) for r in answers]
+
+
+def scores(responses: list[httpx.Response]) -> np.ndarray:
+    bad = [(r.status_code, r.text) for r in responses if r.status_code != 200]
+    assert not bad, bad[:3]
+    return np.array([r.json()["predictions"][0] for r in responses])
+
+
+def test_every_process_answers_and_every_answer_is_right(api: Api, server: ServerProcess) -> None:
+    api.deploy("echo", endpoint="spread", min_replicas=2, max_replicas=2)
+    before = {g["pid"]: g["answered"] for g in gateways(api)}
+    responses = invoke_on_fresh_connections(server.url, "spread", ROWS)
+    np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS), rtol=1e-9)
+
+    # Both processes served part of it, and the control process counts all of it.
+    def counted() -> bool:
+        now = gateways(api)
+        return sum(g["answered"] - before.get(g["pid"], 0) for g in now) == len(ROWS)
+
+    assert wait_for(counted, 5), gateways(api)
+    assert all(g["answered"] > before.get(g["pid"], 0) for g in gateways(api)), gateways(api)
+    assert wait_for(
+        lambda: api.metric("zeroserve_requests_total", endpoint="spread", code="200") == len(ROWS),
+        5,
+    ), api.metric("zeroserve_requests_total", endpoint="spread", code="200")
+    # Rows are counted by every process's batches, and merged once in /metrics.
+    assert wait_for(
+        lambda: api.metric("zeroserve_batch_size_rows_sum", endpoint="spread") == len(ROWS), 5
+    )
+
+
+def test_control_api_answers_through_any_process(api: Api, server: ServerProcess) -> None:
+    """A secondary forwards what it does not serve; ``Via`` marks the forwarded answers."""
+    api.deploy("echo", endpoint="listed")
+    forwarded = 0
+    for _ in range(200):
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            response = client.get("/api/endpoints/listed")
+            assert response.status_code == 200, response.text
+            assert response.json()["spec"]["name"] == "listed"
+            forwarded += "via" in response.headers
+            missing = client.get("/api/endpoints/nope")
+            assert missing.status_code == 404 and "nope" in missing.json()["error"]
+        if forwarded >= 3:
+            break
+    assert forwarded >= 3
+
+
+def test_deploy_then_invoke_on_another_connection_finds_the_endpoint(
+    api: Api, server: ServerProcess
+) -> None:
+    """A deploy returns only once every process routes to the new endpoint."""
+    for i in range(6):
+        name = f"fresh-{i}"
+        api.deploy("echo", endpoint=name)
+        responses = invoke_on_fresh_connections(server.url, name, ROWS[:8], connections=8)
+        np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS[:8]))
+        api.check(api.http.delete(f"/api/endpoints/{name}"))
+        gone = invoke_on_fresh_connections(server.url, name, ROWS[:8], connections=8)
+        assert {r.status_code for r in gone} == {404}
+
+
+def test_cold_start_from_zero_through_every_process(api: Api, server: ServerProcess) -> None:
+    api.deploy(
+        "echo", endpoint="sleepy", mode="serverless", max_replicas=2, idle_timeout_s=1,
+        scale_down_delay_s=0.5,
+    )  # fmt: skip
+    assert wait_for(lambda: api.replica_pids("sleepy") == [], 15)
+    responses = invoke_on_fresh_connections(server.url, "sleepy", ROWS[:48], connections=24)
+    np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS[:48]))
+    assert any(r.headers.get("x-zeroserve-cold-start") == "true" for r in responses)
+    # Demand seen by the secondary counted too: back to zero only after it stopped.
+    assert wait_for(lambda: api.replica_pids("sleepy") == [], 15)
+
+
+def test_scale_down_while_serving_fails_nothing(api: Api, server: ServerProcess) -> None:
+    """Retired replicas finish what every process sent them before they exit."""
+    api.deploy("echo", endpoint="shrink", min_replicas=3, max_replicas=3, max_batch_size=4)
+    assert wait_for(lambda: len(api.replica_pids("shrink")) == 3, 15)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        load = pool.submit(invoke_on_fresh_connections, server.url, "shrink", ROWS, 12)
+        time.sleep(0.3)
+        api.deploy("echo", endpoint="shrink", min_replicas=1, max_replicas=1, max_batch_size=4)
+        responses = load.result(timeout=120)
+    np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS))
+    assert wait_for(lambda: len(api.replica_pids("shrink")) == 1, 15)
+
+
+def test_a_crash_is_explained_by_the_process_that_held_the_request(
+    api: Api, server: ServerProcess
+) -> None:
+    api.deploy("echo", endpoint="fragile", min_replicas=1, max_replicas=1)
+    crash = [-999.0, *ROWS[0, 1:].tolist()]
+    for _ in range(40):
+        before = secondary(api)["answered"]
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            response = client.post("/v1/endpoints/fragile/invocations", json={"instances": [crash]})
+        assert response.status_code == 503
+        assert "exited with code 3" in response.json()["error"]
+        assert wait_for(lambda: len(api.replica_pids("fragile")) == 1, 15)
+        time.sleep(0.3)  # the secondary reports its counts every 0.1 s
+        if secondary(api)["answered"] > before:
+            break  # the secondary held it, and said how the replica died
+    else:
+        pytest.fail("no crash request reached the secondary in 40 connections")
+    healthy = invoke_on_fresh_connections(server.url, "fragile", ROWS[:16], connections=8)
+    np.testing.assert_allclose(scores(healthy), modelkit.python_model_predict(ROWS[:16]))
+
+
+def test_a_killed_secondary_is_restarted_and_serves_again(api: Api, server: ServerProcess) -> None:
+    api.deploy("echo", endpoint="survivor", min_replicas=1, max_replicas=1)
+    old = secondary(api)
+    os.kill(old["pid"], signal.SIGKILL)
+    api.http.close()  # its connection may have been the secondary's: open a new one
+    api.http = httpx.Client(base_url=api.url, timeout=120)
+    assert wait_for(
+        lambda: (s := secondary(api))["pid"] not in (old["pid"], 0) and s["ready"], 20
+    ), gateways(api)
+    fresh = secondary(api)
+    assert fresh["restarts"] >= 1
+    responses = invoke_on_fresh_connections(server.url, "survivor", ROWS[:64])
+    np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS[:64]))
+    assert wait_for(lambda: secondary(api)["answered"] > 0, 5)
