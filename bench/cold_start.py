@@ -7,7 +7,13 @@ response arrives, check it was a cold start. Alternates models per cycle. In
 the same run, times what a naive platform does on a cold start: a fresh
 Python process that imports the libraries, loads the artifact and predicts.
 
-    .venv/bin/python bench/cold_start.py [--cycles 50] [--fresh-runs 10]
+With ``--processes 2`` the server runs a secondary gateway process and the
+timed connection is one that the secondary holds (found by the ``Via`` header
+it adds to what it forwards): the cold start then includes the wake message
+to the control process, the fork, the state update and the secondary's new
+channel to the replica.
+
+    .venv/bin/python bench/cold_start.py [--cycles 50] [--fresh-runs 10] [--processes 1]
 """
 
 from __future__ import annotations
@@ -61,11 +67,29 @@ def replicas(client: httpx.Client, endpoint: str) -> int:
     return sum(len(v["replicas"]) + v["starting"] for v in status["variants"])
 
 
+async def open_connection(url: str, on_secondary: bool) -> Connection:
+    """A keep-alive connection; with ``on_secondary``, one a secondary gateway accepted."""
+    for _ in range(200):
+        conn = await Connection(url).open()
+        if not on_secondary:
+            return conn
+        _, _, _, head = await conn.post("/healthz", b"")  # forwarded by a secondary: Via
+        if b"\r\nvia:" in head.lower():
+            return conn
+        conn.close()
+    raise RuntimeError("no connection landed on a secondary gateway in 200 tries")
+
+
 async def cold_cycles(
-    url: str, client: httpx.Client, endpoints: list[str], cycles: int, body: bytes
+    url: str,
+    client: httpx.Client,
+    endpoints: list[str],
+    cycles: int,
+    body: bytes,
+    on_secondary: bool = False,
 ) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {e: [] for e in endpoints}
-    conn = await Connection(url).open()
+    conn = await open_connection(url, on_secondary)
     try:
         for i in range(cycles * len(endpoints)):
             endpoint = endpoints[i % len(endpoints)]
@@ -100,13 +124,15 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=50)
     parser.add_argument("--fresh-runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--processes", type=int, default=1, help="gateway processes")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="zs-cold-"))
     model, x = train(work)
     import skops.io as sio
 
     sio.dump(model, work / "fraud.skops")
-    with ServerProcess(work / "state") as server:
+    env = {"ZEROSERVE_GATEWAY_PROCESSES": str(args.processes)}
+    with ServerProcess(work / "state", env=env) as server:
         client = httpx.Client(base_url=server.url, timeout=600)
         for data in ({}, {"compile": "onnx"}):
             with (work / "fraud.skops").open("rb") as fh:
@@ -127,7 +153,14 @@ def main() -> None:
             ).raise_for_status()
         body = orjson.dumps({"instances": [x[0].tolist()]})
         cold = asyncio.run(
-            cold_cycles(server.url, client, ["cold-onnx", "cold-sklearn"], args.cycles, body)
+            cold_cycles(
+                server.url,
+                client,
+                ["cold-onnx", "cold-sklearn"],
+                args.cycles,
+                body,
+                on_secondary=args.processes > 1,
+            )
         )
         onnx_path = work / "state" / "artifacts" / "models" / "fraud" / "2" / "model.onnx"
         fresh = {
@@ -137,6 +170,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "cycles": args.cycles,
+        "gateway_processes": args.processes,
+        "timed_on": "secondary" if args.processes > 1 else "control process",
     }
     for kind, endpoint in (("onnx", "cold-onnx"), ("sklearn", "cold-sklearn")):
         c, f = summary(cold[endpoint]), summary(fresh[kind])

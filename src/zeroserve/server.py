@@ -8,7 +8,6 @@ from typing import Any
 import uvicorn
 
 from zeroserve import logs
-from zeroserve.gateway.app import create_app
 from zeroserve.settings import Settings
 
 BACKLOG = 2048
@@ -42,6 +41,8 @@ def serve(settings: Settings, access_log: bool = False) -> None:
     Requests that only the control process can answer reach it from the
     secondaries on a private loopback port.
     """
+    from zeroserve.gateway.app import create_app  # here: secondaries import this module too
+
     logs.configure(settings.log_level, settings.log_json)
     try:
         public = bind(settings.host, settings.port)

@@ -40,6 +40,9 @@ class ControlProxy:
         if scope["type"] != "http":
             return  # websockets: none of our routes use them
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+        client = scope.get("client")
+        if client:
+            headers.append((b"x-forwarded-for", str(client[0]).encode()))
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         path = scope.get("raw_path") or scope["path"].encode()
         url = path.decode("latin-1")

@@ -182,7 +182,7 @@ class Replica:
         # and a Unix connect to a listening socket does not wait.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout_s)
+            sock.settimeout(min(timeout_s, 1.0))  # blocks only if its backlog is full
             sock.connect(address)
             sock.setblocking(False)
             reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**24)
