@@ -28,8 +28,8 @@ from zeroserve.errors import (
     VersionNotFound,
     ZeroserveError,
 )
-from zeroserve.gateway import jsonproto, v2
-from zeroserve.gateway.validation import rows_of
+from zeroserve.protocols import jsonproto, v2
+from zeroserve.protocols.validation import rows_of
 
 if TYPE_CHECKING:
     from zeroserve.control.routes import Route, RouteTable, VariantRoute

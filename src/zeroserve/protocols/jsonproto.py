@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from zeroserve.errors import MalformedPayload
-from zeroserve.gateway.validation import columns_to_arrays, instances_to_arrays
+from zeroserve.protocols.validation import columns_to_arrays, instances_to_arrays
 from zeroserve.types import Arrays, Signature
 
 

@@ -3,7 +3,7 @@ import orjson
 import pytest
 
 from zeroserve.errors import InvalidInput, MalformedPayload
-from zeroserve.gateway import v2
+from zeroserve.protocols import v2
 from zeroserve.types import Signature, TensorSpec
 
 SIG = Signature(

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from zeroserve.errors import InvalidInput, MalformedPayload
-from zeroserve.gateway.validation import check_shape
+from zeroserve.protocols.validation import check_shape
 from zeroserve.types import NUMPY_TO_OIP, OIP_TO_NUMPY, Arrays, Signature, TensorSpec
 
 HEADER_LENGTH = "inference-header-content-length"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from zeroserve.errors import InvalidInput
-from zeroserve.gateway.validation import columns_to_arrays, instances_to_arrays, to_tensor
+from zeroserve.protocols.validation import columns_to_arrays, instances_to_arrays, to_tensor
 from zeroserve.types import Signature, TensorSpec
 
 SPEC = TensorSpec(name="input", dtype="float32", shape=[-1, 3])
