@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
@@ -66,6 +66,22 @@ class Settings(BaseSettings):
         default_factory=list, description="local directories async input_uri may point into"
     )
     replica_start_timeout_s: float = Field(60.0, gt=0)
+    backend: Literal["local"] = Field(
+        "local", description="where replicas run: local (forked on this machine)"
+    )
+    batch_deadline_s: float = Field(
+        60.0,
+        gt=0,
+        description="a replica that takes longer than this on one batch is killed as hung "
+        "and replaced; its requests get a 503 that says so",
+    )
+    autoscale_interval_s: float = Field(0.25, gt=0, description="autoscaler cadence")
+    memory_check_interval_s: float = Field(
+        0.25, gt=0, description="cadence of the replica memory-limit check"
+    )
+    deploy_retry_max_s: float = Field(
+        60.0, gt=0, description="longest wait between retries of an endpoint that failed to start"
+    )
     zygote_evict_below_mb: float = Field(
         512.0, ge=0, description="evict idle zygotes when free memory falls below this"
     )

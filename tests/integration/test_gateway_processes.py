@@ -100,6 +100,8 @@ def test_every_process_answers_and_every_answer_is_right(api: Api, server: Serve
         return sum(g["answered"] - before.get(g["pid"], 0) for g in now) == len(ROWS)
 
     assert wait_for(counted, 5), gateways(api)
+    assert all(r.headers["x-zeroserve-variant"] == "v1" for r in responses)
+    assert len({r.headers["x-request-id"] for r in responses}) == len(ROWS)
     assert all(g["answered"] > before.get(g["pid"], 0) for g in gateways(api)), gateways(api)
     assert wait_for(
         lambda: api.metric("zeroserve_requests_total", endpoint="spread", code="200") == len(ROWS),
@@ -109,6 +111,15 @@ def test_every_process_answers_and_every_answer_is_right(api: Api, server: Serve
     assert wait_for(
         lambda: api.metric("zeroserve_batch_size_rows_sum", endpoint="spread") == len(ROWS), 5
     )
+
+    # Per-variant outcomes too: the stats API counts every process's requests once.
+    def outcome_count() -> int:
+        (variant,) = api.check(api.http.get("/api/endpoints/spread/stats"))
+        return int(variant["windows"]["5m"]["requests"])
+
+    assert wait_for(lambda: outcome_count() == len(ROWS), 5), outcome_count()
+    latency = api.metric("zeroserve_request_duration_seconds_count", endpoint="spread")
+    assert latency == len(ROWS)
 
 
 def test_control_api_answers_through_any_process(api: Api, server: ServerProcess) -> None:

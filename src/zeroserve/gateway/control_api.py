@@ -14,7 +14,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from zeroserve.errors import BadRequest, Conflict, InvalidArtifact, ZeroserveError
+from zeroserve.errors import (
+    BadRequest,
+    Conflict,
+    InvalidArtifact,
+    ZeroserveError,
+)
+from zeroserve.gateway.state import ServerState, server_state
 from zeroserve.registry.packaging import PackageRequest, PackageResult
 from zeroserve.settings import Settings
 from zeroserve.types import (
@@ -26,6 +32,7 @@ from zeroserve.types import (
     Signature,
     Stage,
     VariantSpec,
+    VariantStats,
 )
 
 PACKAGE_TIMEOUT_S = 600
@@ -33,8 +40,7 @@ PACKAGE_TIMEOUT_S = 600
 router = APIRouter()
 
 
-def state(request: Request) -> Any:
-    return request.app.state.zs
+state = server_state
 
 
 class StageChange(BaseModel):
@@ -268,7 +274,7 @@ async def put_endpoint(request: Request, spec: EndpointSpec) -> EndpointStatus:
     return await _apply(state(request), spec)
 
 
-async def _apply(zs: Any, spec: EndpointSpec) -> EndpointStatus:
+async def _apply(zs: ServerState, spec: EndpointSpec) -> EndpointStatus:
     await asyncio.to_thread(zs.registry.put_endpoint, spec)
     await zs.controller.apply(spec)
     return EndpointStatus(spec=spec, status=zs.controller.describe(spec.name))
@@ -293,6 +299,20 @@ async def delete_endpoint(request: Request, name: str) -> None:
     zs = state(request)
     await asyncio.to_thread(zs.registry.delete_endpoint, name)
     await zs.controller.remove(name)
+
+
+@router.get("/endpoints/{name}/stats", response_model=list[VariantStats])
+async def endpoint_stats(request: Request, name: str) -> list[VariantStats]:
+    """Outcomes per variant and for the shadow over the last 10 s, 1 min and 5 min,
+    merged over every gateway process: requests, errors by status and cause, p50/p99."""
+    zs = state(request)
+    route = zs.controller.routes.get(name)
+    if route is None:
+        await asyncio.to_thread(zs.registry.get_endpoint, name)  # 404 when unknown
+    else:  # variants without traffic yet appear too, with zeros
+        for v in route.all_variants():
+            zs.outcomes.for_variant(name, v.spec.name, "shadow" if v is route.shadow else "primary")
+    return zs.outcomes.stats(name)
 
 
 @router.post("/endpoints/{name}/evict")

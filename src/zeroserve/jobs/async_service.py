@@ -24,7 +24,6 @@ from urllib.parse import parse_qs
 import fsspec
 import orjson
 
-from zeroserve.control.controller import effective_target_concurrency
 from zeroserve.errors import (
     BadRequest,
     Conflict,
@@ -37,16 +36,15 @@ from zeroserve.errors import (
     PayloadTooLarge,
     ZeroserveError,
 )
-from zeroserve.protocols import jsonproto
-from zeroserve.protocols.validation import rows_of
 from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, keep_leased, open_queue
 from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
+from zeroserve.protocols import jsonproto
+from zeroserve.protocols.validation import rows_of
 
 if TYPE_CHECKING:
-    from zeroserve.control.controller import Controller
+    from zeroserve.jobs.deployments import Deployments
     from zeroserve.metrics import Metrics
     from zeroserve.registry.registry import Registry
-    from zeroserve.serving.pool import LocalPool
     from zeroserve.settings import Settings
 
 log = logging.getLogger("zeroserve.async")
@@ -62,7 +60,7 @@ def queue_name(endpoint: str) -> str:
 
 class AsyncService:
     def __init__(
-        self, controller: Controller, registry: Registry, settings: Settings, metrics: Metrics
+        self, controller: Deployments, registry: Registry, settings: Settings, metrics: Metrics
     ) -> None:
         self.controller = controller
         self.store = registry.store
@@ -209,8 +207,8 @@ class AsyncService:
         return endpoint_secret(self.master, endpoint)
 
     # workers
-    def queued_jobs(self, pool: LocalPool) -> int:
-        return self.queued.get(pool.endpoint, 0)
+    def queued_jobs(self, endpoint: str) -> int:
+        return self.queued.get(endpoint, 0)
 
     def wake(self, name: str) -> None:
         """Let the endpoint's worker lease now instead of at its next poll."""
@@ -239,7 +237,7 @@ class AsyncService:
 
     def _capacity(self, name: str) -> int:
         variant = self.controller.routes[name].variants[0].spec
-        return max(1, int(variant.scaling.max_replicas * effective_target_concurrency(variant)))
+        return max(1, int(variant.scaling.max_replicas * variant.target_concurrency))
 
     async def _work(self, name: str) -> None:
         wake = self._wake[name]

@@ -31,7 +31,7 @@ from zeroserve.jobs.tables import BatchRunRow
 from zeroserve.types import Arrays, EndpointSpec, Mode, ScalingSpec, VariantSpec
 
 if TYPE_CHECKING:
-    from zeroserve.control.controller import Controller
+    from zeroserve.jobs.deployments import Deployments
     from zeroserve.registry.registry import Registry
     from zeroserve.settings import Settings
 
@@ -62,7 +62,7 @@ def queue_name(run_id: str) -> str:
 
 class BatchService:
     def __init__(
-        self, controller: Controller, registry: Registry, queue: JobQueue, settings: Settings
+        self, controller: Deployments, registry: Registry, queue: JobQueue, settings: Settings
     ) -> None:
         self.controller = controller
         self.registry = registry

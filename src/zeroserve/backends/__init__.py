@@ -1,0 +1,19 @@
+"""Where replicas run. Each backend implements ``serving.handle.Backend``.
+
+``local`` forks replicas from zygotes on this machine. Backends are chosen by
+the ``backend`` setting; serving never imports this package.
+"""
+
+from __future__ import annotations
+
+from zeroserve.errors import BadRequest
+from zeroserve.serving.handle import Backend
+
+
+def create_backend(name: str) -> Backend:
+    """The backend named by the ``backend`` setting."""
+    if name == "local":
+        from zeroserve.backends.local import LocalBackend
+
+        return LocalBackend()
+    raise BadRequest(f"unknown backend {name!r}; use 'local'")
