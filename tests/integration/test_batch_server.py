@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.conftest import Api
+from tests.polling import wait_for
 from zeroserve.jobs import batch
 from zeroserve.process import ServerProcess
 from zeroserve.runtimes.onnx import make_session
@@ -208,10 +209,11 @@ def test_a_million_rows_survive_a_killed_server(tmp_path: Path, models_dir: Path
             )
         )
         assert run["shards"] == 20
-        deadline = time.monotonic() + 300
-        while api.check(api.http.get(f"/api/batch/{run['run_id']}"))["shards_done"] < 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(
+            lambda: api.check(api.http.get(f"/api/batch/{run['run_id']}"))["shards_done"] >= 8,
+            300,
+            "8 of 20 shards",
+        )
         first.kill()  # SIGKILL halfway through
     halfway = batch.status(str(out))
     assert 0 < halfway.shards_done < 20

@@ -97,3 +97,10 @@ def _in_process_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     except ImportError:
         pass
     yield
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """Session fixtures run before the guard; this one is refused outright."""
+    _refuse("asked for the PostgreSQL database (postgres_url)")
+    raise AssertionError("unreachable")
