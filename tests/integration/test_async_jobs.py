@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,17 +52,18 @@ def submit(api: Api, endpoint: str, body: Any, **headers: str) -> dict[str, Any]
 
 
 def wait_done(api: Api, job_ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
+    """Each job's final status, once none of them is queued or running."""
     done: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline and len(done) < len(job_ids):
+
+    def all_done() -> bool:
         for job_id in job_ids:
             if job_id not in done:
                 status = api.http.get(f"/v1/jobs/{job_id}").json()
-                if status["status"] not in ("queued", "running"):
+                if status["status"] not in {"queued", "running"}:
                     done[job_id] = status
-        time.sleep(0.05)
-    missing = set(job_ids) - set(done)
-    assert not missing, f"{len(missing)} jobs never finished"
+        return len(done) == len(job_ids)
+
+    wait_for(all_done, timeout_s, lambda: f"{len(job_ids) - len(done)} unfinished jobs")
     return done
 
 
