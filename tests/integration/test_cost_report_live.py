@@ -21,15 +21,18 @@ def test_cost_report_uses_metered_traffic(tmp_path: Path, models_dir: Path) -> N
             assert api.invoke("forest", {"instances": [[0.3] * 98] * 5}).status_code == 200
 
         def flushed() -> list[Any] | None:
-            # The meter flushes every 0.5 s; the report appears with the first flush.
+            # The meter flushes every 0.5 s; the report appears with the first flush. Peak
+            # concurrency is sampled on the controller's tick, so it can land a flush later.
             params = {"endpoint": "forest", "window": "1h"}
             response = api.http.get("/api/cost/report", params=params)
             if response.status_code != 200:
                 return None
             reports: list[Any] = response.json()
-            return reports if reports and reports[0]["usage"]["requests"] == 40 else None
+            usage = reports[0]["usage"] if reports else {}
+            complete = usage.get("requests") == 40 and usage.get("peak_concurrency", 0) > 0
+            return reports if complete else None
 
-        reports = wait_for(flushed, 30, "the meter to flush all 40 requests")
+        reports = wait_for(flushed, 30, "the meter to flush all 40 requests and the peak")
     [report] = reports
     usage = report["usage"]
     assert usage["requests"] == 40
