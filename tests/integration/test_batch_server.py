@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.conftest import Api
+from tests.polling import wait_for
 from zeroserve.jobs import batch
 from zeroserve.process import ServerProcess
 from zeroserve.runtimes.onnx import make_session
@@ -46,13 +46,13 @@ def onnx_predictions(server: ServerProcess, x: np.ndarray[Any, Any]) -> np.ndarr
 
 
 def wait_run(api: Api, run_id: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = api.check(api.http.get(f"/api/batch/{run_id}"))
-        if run["state"] != "running":
-            return run  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError(f"batch run {run_id} did not finish in {timeout_s} s")
+    """The batch run's status once it is no longer running."""
+
+    def finished() -> dict[str, Any] | None:
+        run: dict[str, Any] = api.check(api.http.get(f"/api/batch/{run_id}"))
+        return run if run["state"] != "running" else None
+
+    return wait_for(finished, timeout_s, f"batch run {run_id} to finish", interval_s=0.2)
 
 
 def write_csv(path: Path, x: np.ndarray[Any, Any], ids: list[str]) -> None:
@@ -208,10 +208,11 @@ def test_a_million_rows_survive_a_killed_server(tmp_path: Path, models_dir: Path
             )
         )
         assert run["shards"] == 20
-        deadline = time.monotonic() + 300
-        while api.check(api.http.get(f"/api/batch/{run['run_id']}"))["shards_done"] < 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(
+            lambda: api.check(api.http.get(f"/api/batch/{run['run_id']}"))["shards_done"] >= 8,
+            300,
+            "8 of 20 shards",
+        )
         first.kill()  # SIGKILL halfway through
     halfway = batch.status(str(out))
     assert 0 < halfway.shards_done < 20
