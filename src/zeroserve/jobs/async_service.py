@@ -25,6 +25,7 @@ import fsspec
 import orjson
 
 from zeroserve.control.controller import effective_target_concurrency
+from zeroserve.egress import HTTP_SCHEMES, EgressPolicy, fetch_http, layers
 from zeroserve.errors import (
     BadRequest,
     Conflict,
@@ -35,6 +36,7 @@ from zeroserve.errors import (
     ModelError,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     ZeroserveError,
 )
 from zeroserve.protocols import jsonproto
@@ -71,12 +73,14 @@ class AsyncService:
         url = settings.queue_url or f"sqlite:///{(settings.data_dir / 'jobs.db').resolve()}"
         self.queue: JobQueue = open_queue(url, max_attempts=settings.job_max_attempts)
         self.master = load_master_secret(settings.data_dir)
-        self.webhooks = WebhookSender(registry.sessions, self.master)
+        self.callbacks = EgressPolicy.from_settings(settings, [], schemes=sorted(HTTP_SCHEMES))
+        self.webhooks = WebhookSender(registry.sessions, self.master, self.callbacks)
         self.max_bytes = int(settings.max_async_payload_mb * 1024 * 1024)
         self.roots = [
             Path(settings.data_dir).resolve(),
             *(Path(r).resolve() for r in settings.async_input_roots),
         ]
+        self.inputs = EgressPolicy.from_settings(settings, self.roots)
         self.queued: dict[str, int] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
@@ -102,14 +106,27 @@ class AsyncService:
         if envelope is not None:
             callback = envelope.get("callback_url", callback)
             key = envelope.get("idempotency_key", key)
-        if callback is not None and not str(callback).startswith(("http://", "https://")):
-            raise BadRequest(f"callback_url {callback!r} must be an http(s) URL")
+        if key is not None and not isinstance(key, str):
+            raise BadRequest("idempotency_key must be a string")
+        if callback is not None:
+            if not isinstance(callback, str):
+                raise BadRequest("callback_url must be an http(s) URL string")
+            await asyncio.to_thread(self.callbacks.http_target, callback)
         payload = {"endpoint": name, "input_uri": input_uri, "callback_url": callback}
-        job = await asyncio.to_thread(
-            self.queue.put, queue_name(name), payload, idempotency_key=key
-        )
+        job = await asyncio.to_thread(self._put, name, payload, key)
         self.wake(name)
         return 202, self.describe(job)
+
+    def _put(self, name: str, payload: dict[str, Any], key: str | None) -> Job:
+        """Enqueue unless the endpoint already has ``max_queued_jobs`` waiting."""
+        queued = self.queue.counts(queue_name(name))[JobStatus.QUEUED]
+        if queued >= self.settings.max_queued_jobs:
+            raise TooManyRequests(
+                f"endpoint {name!r} has {queued:,} queued jobs, its limit "
+                f"(ZEROSERVE_MAX_QUEUED_JOBS); retry later",
+                retry_after_s=5.0,
+            )
+        return self.queue.put(queue_name(name), payload, idempotency_key=key)
 
     async def _receive_payload(self, receive: Any) -> tuple[str, dict[str, Any] | None]:
         """Store the body under a fresh key, or take ``input_uri`` from a small envelope."""
@@ -121,7 +138,9 @@ class AsyncService:
         if not message.get("more_body") and head.lstrip()[:1] == b"{" and b'"input_uri"' in head:
             envelope = jsonproto.load_json(head)
             if "input_uri" in envelope:
-                uri = str(envelope["input_uri"])
+                uri = envelope["input_uri"]
+                if not isinstance(uri, str):
+                    raise BadRequest("input_uri must be a URL string")
                 await asyncio.to_thread(self._check_uri, uri)
                 return uri, envelope
         key = f"async/inputs/{uuid.uuid4().hex}.json"
@@ -146,15 +165,15 @@ class AsyncService:
         return self.store.url(key), None
 
     def _check_uri(self, uri: str) -> None:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if "file" in fs.protocol:
-            resolved = Path(path).resolve()
-            if not any(resolved.is_relative_to(root) for root in self.roots):
-                raise Forbidden(
-                    f"input_uri {uri} is outside the directories async jobs may "
-                    "read; add its directory to ZEROSERVE_ASYNC_INPUT_ROOTS"
-                )
-        if not fs.exists(path):
+        self.inputs.check_uri(uri)
+        if any(layer.scheme in HTTP_SCHEMES for layer in layers(uri)):
+            return  # fetched (once, pinned) when the job runs, not probed now
+        try:
+            fs, path = fsspec.core.url_to_fs(uri)
+            exists = fs.exists(path)
+        except (ImportError, ValueError) as exc:
+            raise BadRequest(f"input_uri cannot be opened here: {type(exc).__name__}") from None
+        if not exists:
             raise NotFound(
                 f"input_uri {uri} does not exist; upload the payload first or "
                 "send it inline as the request body"
@@ -293,7 +312,7 @@ class AsyncService:
             self._wake[name].set()
 
     async def _predict(self, name: str, job: Job) -> dict[str, Any]:
-        data = await asyncio.to_thread(self._read, job.payload["input_uri"])
+        data = await asyncio.to_thread(self._read_input, job.payload["input_uri"])
         route = self.controller.routes.get(name)
         if route is None:
             raise EndpointNotFound(f"endpoint {name!r} was deleted before the job ran")
@@ -309,6 +328,20 @@ class AsyncService:
             "bytes": len(body),
             "model": f"{variant.spec.model}:{variant.spec.version}",
         }
+
+    def _read_input(self, uri: str) -> bytes:
+        """The job's input, checked against the egress policy again (it may have changed)."""
+        if uri.startswith(self.store.base_url + "/async/inputs/"):
+            return self._read(uri)  # our own upload
+        try:
+            self.inputs.check_uri(uri)
+        except Forbidden as exc:
+            raise BadRequest(exc.message) from None  # permanent: fail, do not retry
+        if any(layer.scheme in HTTP_SCHEMES for layer in layers(uri)):
+            if "::" in uri:
+                raise BadRequest("input_uri: chained http inputs are not supported")
+            return fetch_http(self.inputs, uri, self.max_bytes)
+        return self._read(uri)
 
     def _read(self, uri: str) -> bytes:
         try:
