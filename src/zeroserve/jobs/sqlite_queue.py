@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroserve.errors import BadRequest
+from zeroserve.integrity import check_sqlite
 from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Json, Lease, check_limits
 
 _SCHEMA = """
@@ -94,6 +95,7 @@ class SqliteQueue(JobQueue):
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite(Path(self.path))  # before a connection replays (or drops) the WAL
         self._conn().executescript(_SCHEMA)
 
     # -- connections -------------------------------------------------------
