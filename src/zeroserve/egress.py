@@ -213,9 +213,7 @@ class EgressPolicy:
             netloc += f":{parts.port}"
         pinned = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
         header_host = host if not parts.port else f"{host}:{parts.port}"
-        return HttpTarget(
-            url=pinned, hostname=host, host_header=header_host, address=str(address)
-        )
+        return HttpTarget(url=pinned, hostname=host, host_header=header_host, address=str(address))
 
     def _reachable(self, address: IpAddress) -> bool:
         if any(address in network for network in self.private_networks):
@@ -244,9 +242,7 @@ def _host_matches(host: str, pattern: str) -> bool:
     return host == pattern
 
 
-def fetch_http(
-    policy: EgressPolicy, url: str, max_bytes: int, timeout_s: float = 30.0
-) -> bytes:
+def fetch_http(policy: EgressPolicy, url: str, max_bytes: int, timeout_s: float = 30.0) -> bytes:
     """GET an http(s) input through the policy, connecting to the checked address."""
     target = policy.http_target(url, "input_uri")
     try:

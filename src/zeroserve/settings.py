@@ -126,7 +126,6 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(
         10_000, ge=1, description="queued async jobs per endpoint; beyond it submissions get 429"
     )
-    max_list_limit: int = Field(1000, ge=1, description="largest `limit` a list route accepts")
 
     @classmethod
     def settings_customise_sources(

@@ -148,7 +148,11 @@ def test_batch_uris_outside_the_allowlist_are_refused(
     inside = {"model": "forest", "input_uri": str(tmp_path / "in.csv")}
     cases = [
         {**inside, "input_uri": "/etc/passwd", "output_uri": str(tmp_path / "o1")},
-        {**inside, "input_uri": f"simplecache::file://{tmp_path}/in.csv", "output_uri": str(tmp_path / "o2")},
+        {
+            **inside,
+            "input_uri": f"simplecache::file://{tmp_path}/in.csv",
+            "output_uri": str(tmp_path / "o2"),
+        },
         {**inside, "output_uri": "/var/tmp/zs-escaped-output"},
         {**inside, "output_uri": "memory://x"},
     ]

@@ -22,12 +22,12 @@ from zeroserve.cost import api as cost_api
 from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
 from zeroserve.gateway import batch_api, control_api, jobs_api
-from zeroserve.protocols import v2
 from zeroserve.gateway.dataplane import DataPlane, key_digest
 from zeroserve.gateway.peers import GatewayPeers
 from zeroserve.jobs.async_service import AsyncService
 from zeroserve.jobs.batch_service import BatchService
 from zeroserve.metrics import Metrics
+from zeroserve.protocols import v2
 from zeroserve.registry.registry import Registry
 from zeroserve.settings import Settings
 
@@ -217,6 +217,7 @@ def create_app(
     controller.extra_managers += [
         ("async-workers", 0.25, jobs.tick),
         ("webhooks", 0.5, jobs.webhooks.deliver_due),
+        ("job-purge", settings.job_purge_interval_s, jobs.purge),
     ]
     batches = BatchService(controller, registry, jobs.queue, settings)
     controller.extra_managers.append(("batch", 0.5, batches.tick))

@@ -39,10 +39,10 @@ from zeroserve.errors import (
     TooManyRequests,
     ZeroserveError,
 )
-from zeroserve.protocols import jsonproto
-from zeroserve.protocols.validation import rows_of
 from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, keep_leased, open_queue
 from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
+from zeroserve.protocols import jsonproto
+from zeroserve.protocols.validation import rows_of
 
 if TYPE_CHECKING:
     from zeroserve.control.controller import Controller
@@ -55,6 +55,7 @@ log = logging.getLogger("zeroserve.async")
 
 INLINE_RESULT_BYTES = 1024 * 1024
 ENVELOPE_PEEK_BYTES = 64 * 1024
+PURGE_BATCH = 1000
 PERMANENT = (InvalidInput, MalformedPayload, ModelError, EndpointNotFound, NotFound, BadRequest)
 
 
@@ -223,6 +224,46 @@ class AsyncService:
             job = await asyncio.to_thread(self.queue.get, job_id)
             raise Conflict(f"job {job_id} is {job.status.value}; only queued jobs can be cancelled")
         return {"job_id": job_id, "status": "cancelled"}
+
+    async def cancel_endpoint(self, name: str) -> int:
+        """Cancel the queued jobs of a deleted endpoint, saying why (a later endpoint
+        of the same name must not run them)."""
+        reason = f"cancelled: endpoint {name!r} was deleted before the job ran"
+        return await asyncio.to_thread(self.queue.cancel_queue, queue_name(name), reason)
+
+    # retention
+    async def purge(self) -> int:
+        """Delete finished jobs older than ``job_retention_s`` with their uploaded
+        inputs, results and webhook rows; returns how many jobs went."""
+        cutoff = time.time() - self.settings.job_retention_s
+        total = 0
+        while True:
+            jobs = await asyncio.to_thread(self.queue.purge, cutoff, PURGE_BATCH)
+            if not jobs:
+                break
+            await asyncio.to_thread(self._forget, jobs)
+            total += len(jobs)
+            if len(jobs) < PURGE_BATCH:
+                break
+        forgotten = await asyncio.to_thread(self.webhooks.purge, cutoff)
+        if total or forgotten:
+            log.info("purged finished jobs", extra={"jobs": total, "webhooks": forgotten})
+        return total
+
+    def _forget(self, jobs: list[Job]) -> None:
+        own_inputs = self.store.url("async/inputs/")
+        for job in jobs:
+            payload = job.payload if isinstance(job.payload, dict) else {}
+            uri = str(payload.get("input_uri") or "")
+            keys = [f"async/results/{job.id}.json"]
+            if uri.startswith(own_inputs):
+                keys.append(uri.removeprefix(self.store.base_url + "/"))
+            for key in keys:
+                try:
+                    self.store.delete(key)
+                except OSError:
+                    log.warning("could not delete a purged job's file", extra={"key": key})
+        self.webhooks.forget([job.id for job in jobs])
 
     def webhook_secret(self, endpoint: str) -> str:
         return endpoint_secret(self.master, endpoint)

@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -73,11 +74,13 @@ class BatchService:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="zeroserve-batch")
         self._tasks: set[asyncio.Task[Any]] = set()
-        own = [settings.data_dir, *settings.batch_roots]
+        own: list[Path | str] = [settings.data_dir, *settings.batch_roots]
         self.reads = EgressPolicy.from_settings(
             settings, [*own, *settings.async_input_roots], roots_setting="ZEROSERVE_BATCH_ROOTS"
         )
-        self.writes = EgressPolicy.from_settings(settings, own, roots_setting="ZEROSERVE_BATCH_ROOTS")
+        self.writes = EgressPolicy.from_settings(
+            settings, own, roots_setting="ZEROSERVE_BATCH_ROOTS"
+        )
 
     def check_uris(self, input_uri: str, output_uri: str) -> None:
         """Refuse a run whose input or output the egress policy does not allow (403)."""

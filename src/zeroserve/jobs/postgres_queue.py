@@ -296,7 +296,8 @@ class PostgresQueue(JobQueue):
             cur.execute(
                 self._sql(
                     "DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t}"
-                    " WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled') AND updated_at < %s ORDER BY seq LIMIT %s)"
+                    " WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')"
+                    " AND updated_at < %s ORDER BY seq LIMIT %s)"
                     " RETURNING *"
                 ),
                 (finished_before, limit),

@@ -274,7 +274,8 @@ class SqliteQueue(JobQueue):
         with self._tx() as c:
             rows = c.execute(
                 "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs"
-                " WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled') AND updated_at < ? ORDER BY seq LIMIT ?)"
+                " WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')"
+                " AND updated_at < ? ORDER BY seq LIMIT ?)"
                 " RETURNING *",
                 (finished_before, limit),
             ).fetchall()

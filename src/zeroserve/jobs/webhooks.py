@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from zeroserve.egress import EgressPolicy
@@ -109,6 +109,21 @@ class WebhookSender:
                 "delivered_at": row.delivered_at,
             }
 
+    def forget(self, job_ids: list[str]) -> None:
+        """Delete the delivery rows of purged jobs."""
+        with self.sessions.begin() as s:
+            s.execute(delete(WebhookRow).where(WebhookRow.job_id.in_(job_ids)))
+
+    def purge(self, before: float) -> int:
+        """Delete finished deliveries (delivered or failed) last tried before ``before``."""
+        with self.sessions.begin() as s:
+            result = s.execute(
+                delete(WebhookRow).where(
+                    WebhookRow.status != "pending", WebhookRow.next_attempt_at < before
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     def _due(self, now: float, limit: int = 32) -> list[WebhookRow]:
         with self.sessions.begin() as s:
             rows = s.scalars(
@@ -166,7 +181,8 @@ class WebhookSender:
             target = await asyncio.to_thread(self.policy.http_target, row.url)
         except ZeroserveError as exc:
             log.warning(
-                "webhook refused", extra={"job_id": row.job_id, "url": row.url, "error": exc.message}
+                "webhook refused",
+                extra={"job_id": row.job_id, "url": row.url, "error": exc.message},
             )
             self.failed_attempts += 1
             await asyncio.to_thread(self._record, row.job_id, REFUSED, True)

@@ -14,6 +14,7 @@ from typing import IO, Any
 import fsspec
 
 from zeroserve.errors import NotFound
+from zeroserve.registry.digests import verify_artifact
 
 
 class ArtifactStore:
@@ -77,11 +78,15 @@ class ArtifactStore:
             self.fs.rm(self._path(key), recursive=True)
 
     def materialize(self, key: str) -> Path:
-        """A local directory holding ``key``: the store itself when local, else a cached copy."""
+        """A local directory holding ``key``: the store itself when local, else a cached copy.
+
+        Its files are checked against the digests recorded at registration
+        (``ArtifactChanged`` if one differs)."""
         if self.is_local:
             path = Path(self._path(key))
             if not path.exists():
                 raise NotFound(f"artifact {self.url(key)} does not exist in the store")
+            verify_artifact(path, key)
             return path
         if self.cache_dir is None:
             raise NotFound("a remote artifact store needs a local cache directory")
@@ -89,4 +94,5 @@ class ArtifactStore:
         if not local.exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             self.get(key, local)
+        verify_artifact(local, key)  # the cached copy too: it lives on local disk
         return local

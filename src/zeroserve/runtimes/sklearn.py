@@ -10,8 +10,8 @@ import numpy as np
 
 from zeroserve.errors import UntrustedArtifact, require
 from zeroserve.runtimes import sklearn_trees
-from zeroserve.runtimes.sklearn_trust import load_skops
 from zeroserve.runtimes.base import REFERENCE_FILE, ArtifactMeta, Runtime
+from zeroserve.runtimes.sklearn_trust import load_skops
 from zeroserve.types import Arrays
 
 PICKLE_FORMATS = ("joblib", "pickle")

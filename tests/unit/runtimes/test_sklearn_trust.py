@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.unit.runtimes.skops_payloads import exec_payload
 from zeroserve.errors import UntrustedArtifact
 from zeroserve.runtimes.sklearn_trust import REVIEWED_TYPES, load_skops, untrusted_types
-from tests.unit.runtimes.skops_payloads import exec_payload
 
 pytest.importorskip("skops")
 
@@ -56,4 +56,6 @@ def test_common_estimators_load_without_trust(tmp_path: Path) -> None:
 def test_reviewed_list_holds_exact_names_not_prefixes() -> None:
     assert all(name.count(".") >= 1 and not name.endswith(".") for name in REVIEWED_TYPES)
     assert "numpy.testing._private.utils.runstring" not in REVIEWED_TYPES
-    assert not any(n.startswith(("numpy.testing", "sklearn.utils._testing")) for n in REVIEWED_TYPES)
+    assert not any(
+        n.startswith(("numpy.testing", "sklearn.utils._testing")) for n in REVIEWED_TYPES
+    )

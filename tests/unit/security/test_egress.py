@@ -65,9 +65,7 @@ def test_refused_schemes_and_chains(policy: EgressPolicy, uri: str) -> None:
 
 
 def test_chain_of_allowed_schemes_still_checks_the_inner_path(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data", egress_schemes=["file", "simplecache"]
-    )
+    settings = Settings(data_dir=tmp_path / "data", egress_schemes=["file", "simplecache"])
     policy = EgressPolicy.from_settings(settings, [tmp_path / "data"])
     (tmp_path / "data").mkdir()
     policy.check_uri(f"simplecache::file://{tmp_path}/data/x.json")
