@@ -29,9 +29,7 @@ def lifecycle(
     with ServerProcess(tmp_path_factory.mktemp("lifecycle"), env=ENV) as proc:
         api = Api(proc.url)
         api.register("echo", models_dir / "echo.py", models_dir / "sample.npy", trust=True)
-        api.deploy(
-            "echo", mode="async", max_replicas=1, target_concurrency=1, max_batch_size=1
-        )
+        api.deploy("echo", mode="async", max_replicas=1, target_concurrency=1, max_batch_size=1)
         yield proc, api
 
 
@@ -44,7 +42,7 @@ def status(api: Api, job_id: str) -> Any:
 
 
 def test_ssrf_targets_are_refused_at_submit(lifecycle: tuple[ServerProcess, Api]) -> None:
-    _, api = lifecycle
+    server, api = lifecycle
     receiver = f"http://127.0.0.1:{free_port()}/hook"
     for url in (receiver, "http://169.254.169.254/latest/meta-data/", "http://[::1]/x"):
         refused = submit(api, {"instances": [ROW]}, **{"X-Callback-Url": url})
@@ -59,7 +57,10 @@ def test_ssrf_targets_are_refused_at_submit(lifecycle: tuple[ServerProcess, Api]
         refused = submit(api, {"input_uri": uri})
         assert refused.status_code == 403, (uri, refused.text)
     assert submit(api, {"input_uri": "foo://bar"}).status_code == 403
-    assert submit(api, {"input_uri": "x", "idempotency_key": {"a": 1}}).status_code == 400
+    staged = server.data_dir / "staged.json"
+    staged.write_text('{"instances": [[0.0]]}')
+    bad_key = submit(api, {"input_uri": str(staged), "idempotency_key": {"a": 1}})
+    assert bad_key.status_code == 400, bad_key.text
 
 
 def test_list_limits_are_bounded(lifecycle: tuple[ServerProcess, Api]) -> None:

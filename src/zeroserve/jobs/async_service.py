@@ -103,23 +103,41 @@ class AsyncService:
         declared = headers.get(b"content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise self._too_large(int(declared))
+        # Refuse what we can before storing a byte of the body.
+        await self._check_callback(callback)
+        await asyncio.to_thread(self._check_room, name)
         input_uri, envelope = await self._receive_payload(receive)
-        if envelope is not None:
-            callback = envelope.get("callback_url", callback)
-            key = envelope.get("idempotency_key", key)
-        if key is not None and not isinstance(key, str):
-            raise BadRequest("idempotency_key must be a string")
-        if callback is not None:
-            if not isinstance(callback, str):
-                raise BadRequest("callback_url must be an http(s) URL string")
-            await asyncio.to_thread(self.callbacks.http_target, callback)
-        payload = {"endpoint": name, "input_uri": input_uri, "callback_url": callback}
-        job = await asyncio.to_thread(self._put, name, payload, key)
+        try:
+            if envelope is not None:
+                if "callback_url" in envelope:
+                    callback = envelope["callback_url"]
+                    await self._check_callback(callback)
+                key = envelope.get("idempotency_key", key)
+            if key is not None and not isinstance(key, str):
+                raise BadRequest("idempotency_key must be a string")
+            payload = {"endpoint": name, "input_uri": input_uri, "callback_url": callback}
+            job = await asyncio.to_thread(self._put, name, payload, key)
+        except BaseException:
+            if envelope is None:  # the body we stored belongs to no job
+                await asyncio.to_thread(self.store.delete, self._own_key(input_uri))
+            raise
+        if envelope is None and job.payload.get("input_uri") != input_uri:
+            # An idempotent repeat: the first submission's body is the job's.
+            await asyncio.to_thread(self.store.delete, self._own_key(input_uri))
         self.wake(name)
         return 202, self.describe(job)
 
-    def _put(self, name: str, payload: dict[str, Any], key: str | None) -> Job:
-        """Enqueue unless the endpoint already has ``max_queued_jobs`` waiting."""
+    async def _check_callback(self, callback: Any) -> None:
+        if callback is None:
+            return
+        if not isinstance(callback, str):
+            raise BadRequest("callback_url must be an http(s) URL string")
+        await asyncio.to_thread(self.callbacks.http_target, callback)
+
+    def _own_key(self, uri: str) -> str:
+        return uri.removeprefix(self.store.base_url + "/")
+
+    def _check_room(self, name: str) -> None:
         queued = self.queue.counts(queue_name(name))[JobStatus.QUEUED]
         if queued >= self.settings.max_queued_jobs:
             raise TooManyRequests(
@@ -127,6 +145,10 @@ class AsyncService:
                 f"(ZEROSERVE_MAX_QUEUED_JOBS); retry later",
                 retry_after_s=5.0,
             )
+
+    def _put(self, name: str, payload: dict[str, Any], key: str | None) -> Job:
+        """Enqueue unless the endpoint already has ``max_queued_jobs`` waiting."""
+        self._check_room(name)  # again: others may have queued while the body arrived
         return self.queue.put(queue_name(name), payload, idempotency_key=key)
 
     async def _receive_payload(self, receive: Any) -> tuple[str, dict[str, Any] | None]:
@@ -257,7 +279,7 @@ class AsyncService:
             uri = str(payload.get("input_uri") or "")
             keys = [f"async/results/{job.id}.json"]
             if uri.startswith(own_inputs):
-                keys.append(uri.removeprefix(self.store.base_url + "/"))
+                keys.append(self._own_key(uri))
             for key in keys:
                 try:
                     self.store.delete(key)
