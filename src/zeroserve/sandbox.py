@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import resource
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -129,10 +130,19 @@ async def run_sandboxed(
     limits: Limits,
     extra_env: Iterable[str] = (),
     timeout_s: float,
+    user: str | None = None,
 ) -> Outcome:
     """Run ``argv`` in ``cwd`` with a scrubbed environment and ``limits``; never raises
-    on the child's failure (read ``Outcome``)."""
+    on the child's failure (read ``Outcome``).
+
+    ``user`` (only when we are root) runs the child as that user, with ``cwd``
+    handed to it; it then cannot read the data directory (0700, ours).
+    """
     env = scrubbed_env(extra_env, overrides={"HOME": str(cwd), "TMPDIR": str(cwd)})
+    as_user: dict[str, object] = {}
+    if user is not None and os.geteuid() == 0:
+        _hand_over(cwd, user)
+        as_user = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd),
@@ -142,6 +152,7 @@ async def run_sandboxed(
         stderr=asyncio.subprocess.PIPE,
         preexec_fn=limits.preexec(),
         start_new_session=True,
+        **as_user,  # type: ignore[arg-type]
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -150,3 +161,10 @@ async def run_sandboxed(
         await proc.wait()
         return Outcome(proc.returncode or -9, b"", b"", timed_out=True)
     return Outcome(proc.returncode if proc.returncode is not None else -1, out, err)
+
+
+def _hand_over(root: Path, user: str) -> None:
+    """Give ``root`` and everything under it to ``user`` (the child writes there)."""
+    entry = pwd.getpwnam(user)
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)

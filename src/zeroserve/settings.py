@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         description="environment variables model code may see beyond the safe defaults "
         "(e.g. AWS_PROFILE); API keys and cloud credentials are removed otherwise",
     )
+    sandbox_user: str | None = Field(
+        None,
+        description="when the server runs as root, inspect artifacts as this user (e.g. "
+        "nobody), so model code cannot read the data directory",
+    )
     # egress (async input_uri, batch URIs, webhooks)
     egress_schemes: list[str] = Field(
         default_factory=lambda: ["file", "s3", "gs", "gcs", "az", "abfs", "abfss"],

@@ -30,13 +30,21 @@ def limits_from(settings: Settings) -> Limits:
 
 async def inspect_artifact(req: PackageRequest, settings: Settings, work: Path) -> PackageResult:
     """Package ``req`` in a sandboxed child whose working directory is ``work``."""
-    outcome = await run_sandboxed(
-        [sys.executable, "-m", "zeroserve.registry.packaging", req.model_dump_json()],
-        cwd=work,
-        limits=limits_from(settings),
-        extra_env=settings.sandbox_env_passthrough,
-        timeout_s=PACKAGE_TIMEOUT_S,
-    )
+    try:
+        outcome = await run_sandboxed(
+            [sys.executable, "-m", "zeroserve.registry.packaging", req.model_dump_json()],
+            cwd=work,
+            limits=limits_from(settings),
+            extra_env=settings.sandbox_env_passthrough,
+            timeout_s=PACKAGE_TIMEOUT_S,
+            user=settings.sandbox_user,
+        )
+    except (OSError, KeyError) as exc:  # the server's setup, not the artifact
+        raise ZeroserveError(
+            f"cannot start the artifact inspector as user {settings.sandbox_user!r} "
+            f"({type(exc).__name__}: {exc}); the user must exist and be able to run "
+            f"{sys.executable} and read zeroserve's code"
+        ) from None
     if outcome.timed_out:
         raise InvalidArtifact(f"inspecting the artifact took over {PACKAGE_TIMEOUT_S} s")
     lines = outcome.stdout.decode(errors="replace").strip().splitlines()

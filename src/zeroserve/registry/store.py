@@ -7,7 +7,9 @@ a local directory, so ``materialize`` copies a remote artifact into a cache.
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,9 +51,20 @@ class ArtifactStore:
         return self.url(key)
 
     def put_bytes(self, key: str, data: bytes) -> str:
+        """Write ``data`` under ``key``; locally via a temporary file and a rename, so a
+        full disk leaves the old file or none, never half of one."""
         target = self._path(key)
         if self.is_local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            dest = Path(target)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                with tmp.open("wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return self.url(key)
         with self.fs.open(target, "wb") as fh:
             fh.write(data)
         return self.url(key)

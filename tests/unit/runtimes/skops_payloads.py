@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 RUNSTRING = ("numpy.testing._private.utils", "runstring")
+SCRIPT_RUNNER = ("sklearn.utils._testing", "assert_run_python_script_without_output")
 
 
-def exec_payload(path: Path, code: str) -> Path:
+def exec_payload(path: Path, code: str, target: tuple[str, str] = RUNSTRING) -> Path:
     """A fitted LogisticRegression whose extra attribute is ``runstring(code, {})``.
 
     skops stores a tuple attribute as a TupleNode; we turn that node into a
@@ -32,8 +33,8 @@ def exec_payload(path: Path, code: str) -> Path:
     schema = json.loads(files["schema.json"])
     node = schema["content"]["content"]["zs_payload"]
     schema["content"]["content"]["zs_payload"] = {
-        "__module__": RUNSTRING[0],
-        "__class__": RUNSTRING[1],
+        "__module__": target[0],
+        "__class__": target[1],
         "__loader__": "ConstructorFromReduceNode",
         "content": node,
     }

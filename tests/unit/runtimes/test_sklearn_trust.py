@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.runtimes.skops_payloads import exec_payload
+from tests.unit.runtimes.skops_payloads import SCRIPT_RUNNER, exec_payload
 from zeroserve.errors import UntrustedArtifact
 from zeroserve.runtimes.sklearn_trust import REVIEWED_TYPES, load_skops, untrusted_types
 
@@ -24,6 +24,12 @@ def test_exec_payload_is_refused_without_trust_and_runs_nothing(tmp_path: Path) 
     assert "--trust" in info.value.message
     assert info.value.details["untrusted_types"] == ["numpy.testing._private.utils.runstring"]
     assert not marker.exists()
+
+
+def test_the_script_runner_payload_is_refused_too(tmp_path: Path) -> None:
+    payload = exec_payload(tmp_path / "evil2.skops", "print(1)", SCRIPT_RUNNER)
+    with pytest.raises(UntrustedArtifact, match="assert_run_python_script_without_output"):
+        load_skops(payload, trusted=False)
 
 
 def test_trust_is_what_lets_the_payload_run(tmp_path: Path) -> None:

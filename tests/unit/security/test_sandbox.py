@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import resource
 import sys
 import textwrap
@@ -131,3 +133,22 @@ def test_a_model_over_the_memory_limit_is_refused_with_the_setting_named(tmp_pat
         asyncio.run(inspect_artifact(req, settings, work))
     assert info.value.status_code == 400
     assert "ZEROSERVE_SANDBOX_MEMORY_MB" in info.value.message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_the_child_runs_as_the_sandbox_user_when_we_are_root(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "upload").mkdir()
+    outcome = asyncio.run(
+        run_sandboxed(
+            ["/bin/sh", "-c", "id -u; touch upload/written"],
+            cwd=work,
+            limits=Limits(),
+            timeout_s=30,
+            user="nobody",
+        )
+    )
+    assert outcome.returncode == 0, outcome.stderr
+    assert outcome.stdout.decode().strip() == str(pwd.getpwnam("nobody").pw_uid)
+    assert (work / "upload" / "written").stat().st_uid == pwd.getpwnam("nobody").pw_uid
