@@ -7,7 +7,6 @@ a local directory, so ``materialize`` copies a remote artifact into a cache.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -61,7 +60,7 @@ class ArtifactStore:
             try:
                 with tmp.open("wb") as fh:
                     fh.write(data)
-                os.replace(tmp, dest)
+                tmp.replace(dest)
             finally:
                 tmp.unlink(missing_ok=True)
             return self.url(key)
