@@ -299,3 +299,32 @@ class QueueContract:
             queue.lease(Q, n=0)
         with pytest.raises(BadRequest):
             queue.lease(Q, visibility_s=0)
+
+    def test_cancel_queue_records_the_reason(self, queue: JobQueue) -> None:
+        first, second = queue.put(Q, 1), queue.put(Q, 2)
+        other = queue.put("endpoint:other", 3)
+        (lease,) = queue.lease(Q, n=1)
+        assert queue.cancel_queue(Q, "endpoint deleted") == 1
+        assert queue.get(second.id).status is JobStatus.CANCELLED
+        assert queue.get(second.id).error == "endpoint deleted"
+        assert queue.get(first.id).status is JobStatus.RUNNING  # a running job finishes
+        assert lease.job.id == first.id
+        assert queue.get(other.id).status is JobStatus.QUEUED
+
+    def test_purge_deletes_only_old_finished_jobs(self, queue: JobQueue, clock: FakeClock) -> None:
+        done, cancelled, waiting = queue.put(Q, 1), queue.put(Q, 2), queue.put(Q, 3)
+        (lease,) = queue.lease(Q, n=1)
+        assert queue.ack(lease, {"r": 1})
+        assert queue.cancel(cancelled.id)
+        clock.advance(100)
+        fresh = queue.put(Q, 4)
+        (fresh_lease,) = [x for x in queue.lease(Q, n=5) if x.job.id == fresh.id] or [None]
+        assert fresh_lease is not None and queue.ack(fresh_lease)  # finished, but recently
+        purged = queue.purge(finished_before=clock() - 50)
+        assert sorted(j.id for j in purged) == sorted([done.id, cancelled.id])
+        assert {j.status for j in purged} == {JobStatus.SUCCEEDED, JobStatus.CANCELLED}
+        with pytest.raises(JobNotFound):
+            queue.get(done.id)
+        assert queue.get(fresh.id).status is JobStatus.SUCCEEDED
+        assert queue.get(waiting.id).status is JobStatus.RUNNING  # leased above, never purged
+        assert queue.purge(finished_before=clock() - 50) == []

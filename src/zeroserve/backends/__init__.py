@@ -10,10 +10,14 @@ from zeroserve.errors import BadRequest
 from zeroserve.serving.handle import Backend
 
 
-def create_backend(name: str) -> Backend:
-    """The backend named by the ``backend`` setting."""
+def create_backend(name: str, env_passthrough: list[str] | None = None) -> Backend:
+    """The backend named by the ``backend`` setting.
+
+    ``env_passthrough``: environment variables model processes may inherit beyond the
+    safe defaults (``sandbox_env_passthrough``); secrets never reach them otherwise.
+    """
     if name == "local":
         from zeroserve.backends.local import LocalBackend
 
-        return LocalBackend()
+        return LocalBackend(env_passthrough or [])
     raise BadRequest(f"unknown backend {name!r}; use 'local'")

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from zeroserve.errors import NoReplicaAvailable
+from zeroserve.sandbox import scrubbed_env
 from zeroserve.serving.channel import STREAM_LIMIT, ReplicaChannel
 from zeroserve.serving.handle import OnExit, ReplicaHandle, VariantDeployment
 from zeroserve.serving.zygote import CONTROL_MAX, SINGLE_THREAD_ENV
@@ -44,9 +45,11 @@ def describe_exit(status: dict[str, Any] | None) -> str:
 class ZygoteHandle:
     """A running zygote process and its control channel (request/reply)."""
 
-    def __init__(self, artifact_dir: Path, name: str) -> None:
+    def __init__(self, artifact_dir: Path, name: str, env: dict[str, str] | None = None) -> None:
         self.artifact_dir = artifact_dir
         self.name = name
+        self.env = env if env is not None else scrubbed_env(overrides=SINGLE_THREAD_ENV)
+        """The zygote's (and so its replicas') environment: no secrets, one thread each."""
         self.process: subprocess.Popen[bytes] | None = None
         self.ctrl: socket.socket | None = None
         self.load_s = 0.0
@@ -59,7 +62,6 @@ class ZygoteHandle:
     def start(self) -> None:
         """Spawn the zygote; call from the event loop thread (see PR_SET_PDEATHSIG)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**os.environ, **SINGLE_THREAD_ENV}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -69,7 +71,7 @@ class ZygoteHandle:
                 str(theirs.fileno()),
             ],
             pass_fds=[theirs.fileno()],
-            env=env,
+            env=self.env,
             stdin=subprocess.DEVNULL,
         )
         theirs.close()
@@ -184,7 +186,8 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, env_passthrough: list[str] | None = None) -> None:
+        self.env = scrubbed_env(env_passthrough or (), overrides=SINGLE_THREAD_ENV)
         self._zygotes: dict[tuple[str, str, str, int], ZygoteHandle] = {}
         self._replicas: dict[tuple[str, str, str, int], list[LocalReplica]] = {}
         self._starting: dict[tuple[str, str, str, int], asyncio.Lock] = {}
@@ -193,7 +196,7 @@ class LocalBackend:
         zygote = self._zygotes.get(variant.key)
         if zygote is None:
             zygote = self._zygotes[variant.key] = ZygoteHandle(
-                variant.artifact_dir, variant.name or variant.spec.model
+                variant.artifact_dir, variant.name or variant.spec.model, self.env
             )
         return zygote
 

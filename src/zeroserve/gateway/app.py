@@ -198,12 +198,19 @@ def create_app(
     metrics = Metrics()
     meter = Meter()
     outcomes = Outcomes()
-    controller = Controller(registry, settings, metrics, create_backend(settings.backend), meter)
+    controller = Controller(
+        registry,
+        settings,
+        metrics,
+        create_backend(settings.backend, settings.sandbox_env_passthrough),
+        meter,
+    )
     jobs = AsyncService(controller, registry, settings, metrics)
     controller.queued_jobs = jobs.queued_jobs
     controller.managers += [
         ("async-workers", 0.25, jobs.tick),
         ("webhooks", 0.5, jobs.webhooks.deliver_due),
+        ("job-purge", settings.job_purge_interval_s, jobs.purge),
     ]
     batches = BatchService(controller, registry, jobs.queue, settings)
     controller.managers.append(("batch", 0.5, batches.tick))

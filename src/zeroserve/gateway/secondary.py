@@ -46,7 +46,10 @@ class SecondaryGateway:
         self.metrics = Metrics()
         self.outcomes = Outcomes(shared=True)
         self.mirror = Mirror(
-            self.metrics, self.send, create_backend(settings.backend), settings.batch_deadline_s
+            self.metrics,
+            self.send,
+            create_backend(settings.backend, settings.sandbox_env_passthrough),
+            settings.batch_deadline_s,
         )
         self.proxy = ControlProxy(control_url)
         self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.proxy, self.outcomes)

@@ -83,10 +83,13 @@ class Zygote:
         self.children: set[int] = set()
 
     def load(self) -> float:
+        from zeroserve.digests import verify_artifact
         from zeroserve.runtimes import create_runtime
         from zeroserve.runtimes.base import ArtifactMeta
 
         started = time.perf_counter()
+        # Checked here too: a zygote rebuilt after eviction must not load a changed file.
+        verify_artifact(self.artifact_dir)
         meta = ArtifactMeta.read(self.artifact_dir)
         self.runtime = create_runtime(meta)
         self.runtime.load(self.artifact_dir)
