@@ -224,9 +224,10 @@ def test_cloud_run_request_billing_and_free_tier(catalog: Catalog) -> None:
 
 
 def test_cloud_run_gpu_instance_billing(catalog: Catalog) -> None:
-    # 10,000 req x 1 s = 10,000 s, plus 10 wake-ups x (5 s start + 900 s idle) = 9,050 s: 19,050 s
-    # GPU 19,050 x $0.0001867 = 3.56; vCPU (min 4) 19,050 x 4 x $0.000018 = 1.37;
-    # memory (min 16 GiB) 19,050 x 16 x $0.000002 = 0.61
+    # 10,000 req x 1 s = 10,000 s busy. Keep-warm 900 s, S = 2,628,000 s, rT = 10,000 x 900 / S
+    # = 3.424658: idle = S x (1 - e^-3.424658) = S x 0.967440 = 2,542,431.19 s; starts: 10 wake-ups
+    # (0.1% given) x 5 s = 50 s; alive 2,552,481.19 s (under S). GPU x $0.0001867 = 476.55;
+    # vCPU (min 4) x 4 x $0.000018 = 183.78; memory (min 16 GiB) x 16 x $0.000002 = 81.68
     e = run(
         catalog,
         "gcp.cloudrun.gpu",
@@ -236,30 +237,36 @@ def test_cloud_run_gpu_instance_billing(catalog: Catalog) -> None:
         gpu="L4",
         cold_start_fraction=0.001,
     )
-    assert items(e) == {"GPU": 3.56, "vCPU": 1.37, "memory": 0.61}
+    assert items(e) == {"GPU": 476.55, "vCPU": 183.78, "memory": 81.68}
+    assert e.line_items[0].formula.startswith(
+        "(alive 2,552,481.1902 s: busy 10,000 s, idle within keep-warm 2,542,431.1902 s, "
+        "starts 50 s)"
+    )
 
 
 def test_modal_gpu_and_credit(catalog: Catalog) -> None:
-    # 100,000 req x 1 s = 100,000 s: CPU 0.5 core x $0.0000131 = 0.66 (0.655 rounds up);
-    # memory 1 GiB x $0.00000222 = 0.22; A10G x $0.000306 = 30.60; total 31.48
+    # 100,000 req x 1 s = 100,000 s busy; rT = 100,000 x 60 / 2,628,000 = 2.283105:
+    # idle = 2,628,000 x (1 - e^-2.283105) = 2,360,030.45 s; no starts (0% cold given);
+    # alive 2,460,030.45 s. CPU 0.5 core x $0.0000131 = 16.11; memory 1 GiB x $0.00000222 = 5.46;
+    # A10G x $0.000306 = 752.77; total 774.34
     common = {
         "requests_per_month": 100_000,
         "duration_s": 1.0,
         "gpu": "A10G",
         "cold_start_fraction": 0.0,
     }
-    assert items(run(catalog, "modal", "A10G", **common)) == {
-        "CPU": 0.66,
-        "memory": 0.22,
-        "GPU": 30.60,
-    }
-    # Starter credit: $31.48 - $30.00 = $1.48
+    e = run(catalog, "modal", "A10G", **common)
+    assert items(e) == {"CPU": 16.11, "memory": 5.46, "GPU": 752.77}
+    assert e.busy_s == 100_000 and e.alive_s == pytest.approx(2_460_030.449, abs=0.01)
+    # Starter credit: $774.34 - $30.00 = $744.34
     e = run(catalog, "modal", "A10G", free_tier=True, **common)
-    assert e.monthly_usd == 1.48 and items(e)["free credit"] == -30.00
+    assert e.monthly_usd == 744.34 and items(e)["free credit"] == -30.00
 
 
 def test_runpod_bills_start_and_idle(catalog: Catalog) -> None:
-    # 10,000 x 2 s = 20,000 s busy + 1,000 wake-ups x (2 s start + 5 s idle) = 27,000 s x $0.00019
+    # 10,000 x 2 s = 20,000 s busy; keep-warm 5 s: rT = 10,000 x 5 / 2,628,000 = 0.019026,
+    # idle = 2,628,000 x (1 - e^-0.019026) = 49,527.36 s; 1,000 wake-ups (10% given) x 2 s
+    # = 2,000 s; alive 71,527.36 s x $0.00019 = $13.59
     e = run(
         catalog,
         "runpod.serverless",
@@ -269,7 +276,7 @@ def test_runpod_bills_start_and_idle(catalog: Catalog) -> None:
         gpu="L4",
         cold_start_fraction=0.1,
     )
-    assert e.monthly_usd == 5.13
+    assert e.monthly_usd == 13.59
 
 
 def test_per_token_api(catalog: Catalog) -> None:
@@ -287,8 +294,20 @@ def test_per_token_api(catalog: Catalog) -> None:
 
 
 def test_sagemaker_async_scales_to_zero(catalog: Catalog) -> None:
-    # 100,000 x 2 s / 4 replicas = 50,000 s busy + 100 wake-ups x (240 + 600) s = 84,000 s;
-    # 134,000 s / 3600 = 37.2222 h x $0.23 = $8.56
+    # Rare: 1,000 x 2 s / 4 replicas = 500 s busy; cool-down 600 s: rT = 1,000 x 600 / 2,628,000
+    # = 0.228311, idle = 2,628,000 x (1 - e^-0.228311) = 536,434.98 s; 1 wake-up (0.1% given)
+    # x 240 s; alive 537,174.98 s = 149.2153 h x $0.23 = $34.32
+    e = run(
+        catalog,
+        "aws.sagemaker.async",
+        "ml.m5.xlarge",
+        requests_per_month=1_000,
+        duration_s=2.0,
+        allow_async=True,
+        cold_start_fraction=0.001,
+    )
+    assert e.monthly_usd == 34.32 and e.feasible
+    # One request every 26 s never lets a 600 s cool-down expire: billed all month, 730 h.
     e = run(
         catalog,
         "aws.sagemaker.async",
@@ -298,7 +317,7 @@ def test_sagemaker_async_scales_to_zero(catalog: Catalog) -> None:
         allow_async=True,
         cold_start_fraction=0.001,
     )
-    assert e.monthly_usd == 8.56 and e.feasible
+    assert e.monthly_usd == 167.90 and e.alive_s == 2_628_000
 
 
 # -- ruled out, refused -------------------------------------------------------------------
