@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
@@ -81,8 +82,14 @@ def dec(x: float | int | Decimal) -> Decimal:
     return x if isinstance(x, Decimal) else Decimal(str(x))
 
 
+# Cost curves price thousands of volumes and never show a formula: skip writing them.
+FORMULAS: ContextVar[bool] = ContextVar("cost_formulas", default=True)
+
+
 def fmt(x: float | int | Decimal) -> str:
     """A quantity for a formula: 10,000,000 / 0.1 / 1,234.5678 / 0.0000166667."""
+    if not FORMULAS.get():
+        return ""
     d = dec(x)
     if abs(d) < Decimal("1e-6"):
         d = Decimal(0)  # an expected count of 1e-20 cold starts reads better as 0

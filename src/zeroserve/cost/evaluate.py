@@ -10,12 +10,14 @@ from zeroserve.cost.catalog import Catalog, CatalogError, Option, Target
 from zeroserve.cost.estimators import (
     COLD_P95_SHARE,
     ESTIMATORS,
+    FORMULAS,
     Estimate,
     ImpossibleConfiguration,
     _Bill,
     _cold,
     dec,
     human_bytes,
+    money,
 )
 from zeroserve.cost.profile import WorkloadProfile
 from zeroserve.errors import BadRequest
@@ -79,6 +81,22 @@ def estimate(
     explain: bool = True,
 ) -> Estimate:
     """Price one candidate; raises ``ImpossibleConfiguration`` for a refused pin."""
+    token = FORMULAS.set(explain)
+    try:
+        return _estimate(catalog, profile, target_id, option, today=today, explain=explain)
+    finally:
+        FORMULAS.reset(token)
+
+
+def _estimate(
+    catalog: Catalog,
+    profile: WorkloadProfile,
+    target_id: str,
+    option: str | None,
+    *,
+    today: date,
+    explain: bool,
+) -> Estimate:
     target = catalog.target(target_id)
     opt = resolve_option(catalog, target, option)
     bill = _Bill(
@@ -107,6 +125,11 @@ def estimate(
         total = sum((Decimal(str(i.usd)) for i in bill.items), Decimal(0))
     else:
         total = sum(bill.exact, Decimal(0)).quantize(Decimal("0.01"))
+    if opt is not None and opt.term_months and bill.commitment is None:
+        m = opt.term_months
+        bill.commitment = (
+            f"a {m}-month term: {money(total)} a month for {m} months ({money(total * m)} in all)"
+        )
     oldest = min(bill.used) if bill.used else None
     stale = catalog.catalog.stale_after_days
     if oldest is not None and (today - oldest).days > stale:
