@@ -72,7 +72,7 @@ def test_lifetime_continuous_traffic(catalog: Catalog) -> None:
 
 # -- LLM tokens: cache reads and writes, batch ---------------------------------------------
 def test_bedrock_tokens_with_cache_and_batch(catalog: Catalog) -> None:
-    # 1M req x 1,000 in = 1e9 input tokens: 60% cached, 10% written, 30% plain; half the calls batch.
+    # 1M req x 1,000 in = 1e9 input tokens: 60% cached, 10% written, 30% plain; half batched.
     # cache read 6e8 x $0.10/1M = 60.00; cache write 1e8 x $1.25/1M = 125.00;
     # plain input 3e8 x 0.5 = 1.5e8 x $1.00/1M = 150.00, batch input 1.5e8 x $0.50/1M = 75.00;
     # output 2e8 x 0.5 = 1e8 x $5.00/1M = 500.00, batch output 1e8 x $2.50/1M = 250.00; $1,160.00
