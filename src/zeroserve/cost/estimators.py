@@ -364,17 +364,35 @@ class Lifetime:
         )
 
 
+TAIL_EPS = 1e-12  # containers needed with a smaller probability than this are left out
+
+
+def _poisson_tails(lam: float) -> tuple[int, list[float]]:
+    """``(lo, tails)`` with P(N >= m) = tails[m - lo] for N ~ Poisson(lam); 1 below ``lo``."""
+    spread = 12 * math.sqrt(lam) + 30
+    lo, hi = max(0, int(lam - spread)), int(lam + spread) + 1
+    pmf = [math.exp(m * math.log(lam) - lam - math.lgamma(m + 1)) for m in range(lo, hi + 1)]
+    tails, acc = [0.0] * len(pmf), 0.0
+    for i in range(len(pmf) - 1, -1, -1):
+        acc += pmf[i]
+        tails[i] = min(acc, 1.0)
+    if lo == 0:
+        tails = [1.0, *tails[1:]]
+    return lo, tails
+
+
 def lifetime(b: _Bill, capacity: Decimal, keep_warm_s: float, start_s: Decimal) -> Lifetime:
     """Container-seconds billed for a month of Poisson arrivals.
 
-    Busy time is requests x duration / capacity. Each idle gap keeps the container
-    for the shorter of the gap and the keep-warm window: with arrivals at rate r
-    and keep-warm T a gap contributes (1 - exp(-rT)) / r on average, so n gaps give
-    S (1 - exp(-rT)) over a month of S seconds. Each wake-up (a gap longer than T)
-    adds the start time. One container cannot idle or start for longer than the
-    month while one container carries the load on average; past that, busy time
-    is what is billed. ``containers`` is what the peak needs at the measured
-    per-container capacity (checked against the provider's container limit).
+    One container: busy time, plus for every idle gap the shorter of the gap and
+    the keep-warm window T (with arrivals at rate r a gap contributes
+    (1 - exp(-rT)) / r on average, so n gaps give S (1 - exp(-rT)) in a month of S
+    seconds), plus the start time of each wake-up (a gap longer than T); at most S.
+    Several containers: requests in flight are Poisson with mean r x duration
+    (containers scale out on demand), and the j-th container is woken by the
+    arrivals that find the first j - 1 full, at rate r_j = r x P(in flight >=
+    (j - 1) x capacity); each container is billed like the first at its own rate.
+    ``containers`` is what the peak needs at the measured per-container capacity.
     """
     p = b.profile
     seconds = b.seconds
@@ -392,18 +410,35 @@ def lifetime(b: _Bill, capacity: Decimal, keep_warm_s: float, start_s: Decimal) 
         )
     if b.n == 0:
         return Lifetime(Decimal(0), Decimal(0), Decimal(0), Decimal(0), 0, Decimal(0))
-    rate_t = float(b.n / seconds) * keep_warm_s
-    idle = seconds * dec(-math.expm1(-rate_t))
-    _, wakes = _cold(b)
-    starts = wakes * start_s
-    # While one container suffices on average (busy <= S) it lives at most the month;
-    # beyond that the busy container-seconds are the bill (extra containers' idle tails
-    # are not modelled). Both bounds grow with traffic, so the bill never falls.
-    alive = min(max(seconds, busy), busy + idle + starts)
+    s_f, r, cap, start = float(seconds), float(b.n / seconds), float(capacity), float(start_s)
+    lam = r * float(b.d)
+    lo, tails = _poisson_tails(lam)
+
+    def at_least(m: int) -> float:
+        return 1.0 if m < lo else (tails[m - lo] if m - lo < len(tails) else 0.0)
+
+    alive_f = starts_f = wakes_f = 0.0
+    j = 1
+    while True:
+        reach = at_least(math.ceil((j - 1) * cap - 1e-9))  # an arrival finds j - 1 full
+        if reach < TAIL_EPS:
+            break
+        busy_j = s_f * at_least(math.floor((j - 1) * cap + 1e-9) + 1)
+        x = r * reach * keep_warm_s
+        idle_j = s_f * -math.expm1(-x)
+        if j == 1 and p.cold_start_fraction is not None:
+            wakes_j = float(b.n) * p.cold_start_fraction
+        else:
+            wakes_j = s_f * r * reach * math.exp(-x)
+        alive_f += min(s_f, busy_j + idle_j + wakes_j * start)
+        starts_f += wakes_j * start
+        wakes_f += wakes_j
+        j += 1
+    alive = max(dec(alive_f), busy)  # float sums of the busy shares can fall a hair short
     # What is shown adds up to what is billed: the caps come off the idle time first.
-    starts_shown = min(starts, alive - busy)
+    starts_shown = min(dec(starts_f), alive - busy)
     idle_shown = max(Decimal(0), alive - busy - starts_shown)
-    return Lifetime(busy, idle_shown, starts_shown, alive, containers, wakes)
+    return Lifetime(busy, idle_shown, starts_shown, alive, containers, dec(wakes_f))
 
 
 def _memory_mb(b: _Bill) -> int:

@@ -31,43 +31,48 @@ def items(e: Estimate) -> dict[str, float]:
 
 
 # -- container lifetime at three traffic levels (Modal cpu: keep-warm 60 s, start 1 s) --------
+# Container j is woken at rate r_j = r x P(in flight >= j - 1), in flight ~ Poisson(r x d), and
+# lives min(S, busy_j + S (1 - e^(-r_j T)) + S r_j e^(-r_j T) x start).
 def test_lifetime_rare_traffic(catalog: Catalog) -> None:
-    # 1,000 req x 0.1 s = 100 s busy. rT = 1,000 x 60 / S = 0.022831; idle = S x (1 - e^-0.022831)
-    # = 59,320.25 s; wake-ups = 1,000 x e^-0.022831 = 977.43, x 1 s = 977.43 s; alive 60,397.68 s.
-    # CPU 60,397.68 x 0.5 x $0.0000131 = $0.3956 -> 0.40; memory x $0.00000222 = $0.1341 -> 0.13
+    # 1,000 req x 0.1 s = 100 s busy. First container: r_1 T = 1,000 x 60 / S = 0.022831;
+    # idle = S x (1 - e^-0.022831) = 59,320.25 s; wake-ups = 1,000 x e^-0.022831 = 977.43, x 1 s;
+    # 60,397.68 s. Second: r_2 = r x P(>= 1) = r x 0.0000381: idle 2.28 + starts 0.04 = 2.32 s.
+    # Alive 60,400.00 s. CPU x 0.5 x $0.0000131 = $0.3956 -> 0.40; memory x $0.00000222 -> 0.13
     e = run(catalog, "modal", "cpu", requests_per_month=1_000)
     assert items(e) == {"CPU": 0.40, "memory": 0.13} and e.monthly_usd == 0.53
     assert e.line_items[0].formula.startswith(
-        "(alive 60,397.6791 s: busy 100 s, idle within keep-warm 59,320.2514 s, starts 977.4276 s)"
+        "(alive 60,400.0002 s: busy 100 s, idle within keep-warm 59,322.5345 s, starts 977.4657 s)"
     )
 
 
 def test_lifetime_moderate_traffic(catalog: Catalog) -> None:
     # The case: 50,000 req of 1 ms, one every 52.6 s against a 60 s keep-warm.
-    # busy 50 s; rT = 50,000 x 60 / S = 1.141553; idle = S x (1 - e^-1.141553) = 1,788,819.46 s;
-    # wake-ups 50,000 x e^-1.141553 = 15,966.14 x 1 s; alive 1,804,835.60 s.
-    # CPU x $0.00000655 = $11.8217 -> 11.82; memory x $0.00000222 = $4.0067 -> 4.01; $15.83
-    # (the first pass billed $7.46, ignoring idle gaps shorter than the keep-warm)
+    # First container: r_1 T = 1.141553; busy 50 s; idle S x (1 - e^-1.141553) = 1,788,819.46 s;
+    # wake-ups 50,000 x e^-1.141553 = 15,966.14 x 1 s; 1,804,835.60 s. Second: 58.03 s.
+    # Alive 1,804,893.63 s: CPU x $0.00000655 = $11.8220 -> 11.82; memory x $0.00000222 -> 4.01;
+    # $15.83 (the first pass billed $7.46, leaving out idle gaps shorter than the keep-warm)
     e = run(catalog, "modal", "cpu", requests_per_month=50_000, duration_s=0.001)
     assert items(e) == {"CPU": 11.82, "memory": 4.01} and e.monthly_usd == 15.83
-    assert e.alive_s == pytest.approx(1_804_835.604, abs=0.01)
+    assert e.alive_s == pytest.approx(1_804_893.632, abs=0.01)
 
 
 def test_lifetime_continuous_traffic(catalog: Catalog) -> None:
-    # 1,000,000 req of 1 ms, one every 2.6 s: the container never scales down. busy 1,000 s;
-    # idle + starts exceed the month, so alive = S = 2,628,000 s (the first pass billed $0.01).
-    # CPU 2,628,000 x $0.00000655 = $17.2134 -> 17.21; memory x $0.00000222 = $5.8342 -> 5.83
+    # 1,000,000 req of 1 ms, one every 2.6 s: the first container never scales down (r_1 T =
+    # 22.83): S = 2,628,000 s (the first pass billed $0.01). A second one wakes when a request
+    # arrives while another is in flight, r_2 = r x 0.000380: x = 0.008686, idle 22,727.86 s,
+    # 377.15 wake-ups x 1 s, busy 0.19 s: 23,105.20 s; a third 4.42 s. Alive 2,651,109.62 s:
+    # CPU x $0.00000655 = $17.3648 -> 17.36; memory x $0.00000222 = $5.8855 -> 5.89; $23.25
     e = run(catalog, "modal", "cpu", requests_per_month=1_000_000, duration_s=0.001)
-    assert items(e) == {"CPU": 17.21, "memory": 5.83} and e.monthly_usd == 23.04
-    assert e.alive_s == 2_628_000 and e.busy_s == 1_000
+    assert items(e) == {"CPU": 17.36, "memory": 5.89} and e.monthly_usd == 23.25
+    assert e.alive_s == pytest.approx(2_651_109.618, abs=0.01) and e.busy_s == 1_000
     assert e.line_items[0].formula.startswith(
-        "(alive 2,628,000 s: busy 1,000 s, idle within keep-warm 2,626,999.9999 s, starts"
+        "(alive 2,651,109.6182 s: busy 1,000 s, idle within keep-warm 2,649,732.3908 s, "
+        "starts 377.2274 s)"
     )
-    # More traffic than one container can carry: busy container-seconds are the bill.
+    # Busier: 10 M req x 0.5 s, 1.9 in flight on average, keeps about 7.7 containers alive.
     e = run(catalog, "modal", "cpu", requests_per_month=10_000_000, duration_s=0.5)
-    assert e.alive_s == 5_000_000 and e.monthly_usd == pytest.approx(
-        5_000_000 * MODAL_CPU_RATE, abs=0.01
-    )
+    assert e.busy_s == 5_000_000 and e.alive_s == pytest.approx(20_308_897.36, abs=0.01)
+    assert e.monthly_usd == pytest.approx(20_308_897.36 * MODAL_CPU_RATE, abs=0.01)
 
 
 # -- LLM tokens: cache reads and writes, batch ---------------------------------------------
