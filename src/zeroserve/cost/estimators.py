@@ -695,7 +695,10 @@ def per_second_container(b: _Bill) -> Quantities:
     b.busy_s, b.alive_s = life.busy, life.alive
     secs = life.alive
     how = f"({life.text()})"
-    b.sizing = f"{life.text()}; {life.containers} container(s) for the peak"
+    b.sizing = (
+        f"{life.text()}; {fmt(life.alive / b.seconds)} container(s) alive on average; "
+        f"{life.containers} carry the peak of {p.peak(float(b.seconds)):.3g} in flight"
+    )
     vcpus = dec(max(p.vcpus, t.min_vcpus))
     mem = dec(max(p.memory_mb / 1024, t.min_memory_gib))
     cores = max(vcpus / 2, Decimal("0.125"))  # Modal bills physical cores (2 vCPU each)
