@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         description="a replica that takes longer than this on one batch is killed as hung "
         "and replaced; its requests get a 503 that says so",
     )
+    replica_memory_limit_mb: int | None = Field(
+        8192,
+        ge=16,
+        description="memory cap of a replica whose variant sets none (address space "
+        "beyond what it had at fork, enforced by the kernel); null for no cap",
+    )
     autoscale_interval_s: float = Field(0.25, gt=0, description="autoscaler cadence")
     memory_check_interval_s: float = Field(
         0.25, gt=0, description="cadence of the replica memory-limit check"

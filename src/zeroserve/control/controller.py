@@ -442,7 +442,11 @@ class Controller:
         for name, status in sorted(self.endpoints.items()):
             by_state.setdefault(status.state, []).append(name)
         loading = not self.loaded.is_set() or bool(by_state["loading"])
-        return {"status": "loading" if loading else "ready", **by_state}
+        return {
+            "status": "loading" if loading else "ready",
+            "endpoints": sorted(self.endpoints),
+            **by_state,
+        }
 
 
 def available_memory_mb() -> float:

@@ -202,7 +202,7 @@ def create_app(
         registry,
         settings,
         metrics,
-        create_backend(settings.backend, settings.sandbox_env_passthrough),
+        create_backend(settings),
         meter,
     )
     jobs = AsyncService(controller, registry, settings, metrics)
