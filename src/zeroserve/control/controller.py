@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zeroserve.control import lifecycle
 from zeroserve.control.autoscaler import AutoscalerState, AutoscalingContext, desired_replicas
 from zeroserve.control.policy import cumulative
 from zeroserve.control.routes import Route, VariantRoute
@@ -164,7 +165,7 @@ class Controller:
         shadow = await self._variant_route(spec.name, spec.shadow) if spec.shadow else None
         route = Route(spec, variants, cumulative([v.spec.weight for v in variants]), shadow)
         self.routes = {**self.routes, spec.name: route}
-        await self._collect_unused()
+        await self._collect_unused(drain=True)  # a replaced pool answers what it holds first
         return route
 
     async def _variant_route(self, endpoint: str, vspec: VariantSpec) -> VariantRoute:
@@ -200,7 +201,7 @@ class Controller:
         for listener in self.death_listeners:
             listener(key, pid, how)
 
-    async def _collect_unused(self) -> None:
+    async def _collect_unused(self, drain: bool = False) -> None:
         used = {
             id(v.pool)
             for r in self.routes.values()
@@ -209,6 +210,8 @@ class Controller:
         stale = [k for k, m in self._pools.items() if id(m.pool) not in used]
         for key in stale:
             managed = self._pools.pop(key)
+            if drain:
+                await lifecycle.drain(managed.pool)
             await managed.pool.stop()
             managed.pool.metrics.replicas.set(0)
 
