@@ -172,3 +172,15 @@ def test_every_command_while_the_server_is_down(args: list[str]) -> None:
     line = one_line_error(run("http://127.0.0.1:9", *args))
     assert "cannot reach zeroserve at http://127.0.0.1:9" in line
     assert "zeroserve up" in line
+
+
+def test_version_and_async_invoke(server: ServerProcess, batch_shard_job: str) -> None:
+    import zeroserve
+
+    done = run(server.url, "--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"zeroserve {zeroserve.__version__}"
+    Client(server.url).deploy("err-rf", endpoint="err-ep")
+    row = json.dumps({"instances": [[0.5] * 98]})
+    done = run(server.url, "invoke", "err-ep", "--json", row, "--async", "--timeout", "60s")
+    assert done.returncode == 0, done.stderr
+    assert "job " in done.stdout and '"probabilities"' in done.stdout

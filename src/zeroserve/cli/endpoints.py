@@ -98,8 +98,9 @@ def deploy(
     variant = spec["variants"][0]
     console.print(
         f"[green]deployed[/green] {variant['model']} version {variant['version']} as "
-        f"endpoint [bold]{spec['name']}[/bold] ({spec['mode']}, {_tracking(variant)})"
+        f"endpoint [bold]{spec['name']}[/bold] ({spec['mode']})"
     )
+    console.print(f"  {_tracking(variant)}")
     _print_changes(result)
     console.print(f"  POST {client.url}/v1/endpoints/{spec['name']}/invocations")
     console.print(f"  POST {client.url}/v2/models/{spec['name']}/infer")
