@@ -184,3 +184,12 @@ def test_version_and_async_invoke(server: ServerProcess, batch_shard_job: str) -
     done = run(server.url, "invoke", "err-ep", "--json", row, "--async", "--timeout", "60s")
     assert done.returncode == 0, done.stderr
     assert "job " in done.stdout and '"probabilities"' in done.stdout
+
+
+def test_up_with_bad_settings(tmp_path: Path) -> None:
+    line = one_line_error(
+        run("http://127.0.0.1:9", "up", "--port", "99999", "--data-dir", str(tmp_path))
+    )
+    assert "port" in line and "65535" in line
+    line = one_line_error(run("http://127.0.0.1:9", "up", "--log-level", "loud"))
+    assert "--log-level 'loud'" in line

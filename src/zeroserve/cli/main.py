@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from zeroserve import __version__
 from zeroserve.cli import batch, cost, endpoints, jobs, models
-from zeroserve.cli.client import print_error
+from zeroserve.cli.client import fail, print_error
 from zeroserve.errors import ZeroserveError
 from zeroserve.settings import DEFAULT_PORT
 
@@ -27,6 +28,8 @@ app.add_typer(batch.app, name="batch")
 app.add_typer(cost.app, name="cost")
 app.command()(endpoints.deploy)
 app.command()(endpoints.invoke)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _show_version(value: bool) -> None:
@@ -76,11 +79,15 @@ def up(
         }.items()
         if v is not None
     }
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     try:
         settings = Settings(log_level=log_level, log_json=not text_logs, **overrides)  # type: ignore[arg-type]
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid settings: {problems}")
     serve(settings, access_log=access_log)
 
 
