@@ -137,6 +137,11 @@ class VariantSpec(BaseModel):
     name: str
     model: str
     version: int
+    follow: str | None = Field(
+        None,
+        description="an alias or '@stage' this variant follows: promoting another version "
+        "there redeploys it; None: pinned to ``version``",
+    )
     weight: Annotated[float, Field(ge=0)] = 1.0
     max_batch_size: Annotated[int, Field(ge=1)] = 64
     max_batch_wait_ms: Annotated[float, Field(ge=0)] = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,9 @@ class Api:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("server")) as proc:
+    # Batch inputs and outputs must be under allowed roots: the tests' files are in tmp.
+    roots = {"ZEROSERVE_BATCH_ROOTS": json.dumps([str(tmp_path_factory.getbasetemp())])}
+    with ServerProcess(tmp_path_factory.mktemp("server"), env=roots) as proc:
         yield proc
 
 

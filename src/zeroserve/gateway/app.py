@@ -20,7 +20,7 @@ from zeroserve.control.controller import Controller
 from zeroserve.cost import api as cost_api
 from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import batch_api, control_api, jobs_api
+from zeroserve.gateway import batch_api, control_api, docs, jobs_api
 from zeroserve.gateway.dataplane import DataPlane, key_digest
 from zeroserve.gateway.inference import AsyncProtocol, JsonProtocol, V2Protocol
 from zeroserve.gateway.peers import GatewayPeers
@@ -243,7 +243,7 @@ def create_app(
         title="zeroserve",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # served by gateway/docs.py from the package, not a CDN
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
@@ -274,4 +274,5 @@ def create_app(
     api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(cost_api.router, prefix="/api/cost", dependencies=guard)
     api.include_router(ops_router())
+    docs.mount_docs(api, "zeroserve API", "/api/openapi.json")
     return gateway
