@@ -10,6 +10,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from zeroserve import __version__
 from zeroserve.settings import DEFAULT_PORT
 
 console = Console()
@@ -26,7 +27,10 @@ class Client:
     ) -> None:
         self.url = (url or base_url()).rstrip("/")
         key = api_key or os.environ.get("ZEROSERVE_API_KEY")
-        headers = {"authorization": f"Bearer {key}"} if key else {}
+        # The header marks calls a cross-site web page cannot forge (gateway.access).
+        headers = {"x-zeroserve-client": f"zeroserve-cli/{__version__}"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
