@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import IntegrityError
 
-from zeroserve.errors import BadRequest, Conflict, InvalidArtifact, ZeroserveError
+from zeroserve.errors import BadRequest, Conflict, InvalidArtifact, InvalidInput, ZeroserveError
 from zeroserve.registry.packaging import PackageRequest, PackageResult
 from zeroserve.settings import Settings
 from zeroserve.types import (
@@ -31,6 +32,8 @@ from zeroserve.types import (
 PACKAGE_TIMEOUT_S = 600
 
 router = APIRouter()
+_registering: dict[str, asyncio.Lock] = {}
+"""One registration per model name at a time, so concurrent ones get consecutive versions."""
 
 
 def state(request: Request) -> Any:
@@ -100,6 +103,68 @@ async def register_version(
     ``compile=onnx`` converts a scikit-learn model and checks its outputs.
     """
     zs = state(request)
+    sig = parse_signature(signature)
+    lock = _registering.setdefault(name, asyncio.Lock())
+    async with lock:
+        try:
+            return await _register(
+                zs,
+                name,
+                file,
+                sample,
+                sig,
+                flavor,
+                trust,
+                compile,
+                tolerance,
+                entrypoint,
+                description,
+            )
+        except IntegrityError:
+            raise Conflict(
+                f"another server registered a version of {name!r} at the same moment; retry"
+            ) from None
+
+
+def parse_signature(text: str | None) -> Signature | None:
+    """The ``signature`` form field, or a 422 that names the part that is wrong."""
+    if not text:
+        return None
+    try:
+        sig = Signature.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(
+            f"signature{'.' + where if where else ''}: {first['msg']}; send JSON like "
+            '{"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 4]}], '
+            '"outputs": [{"name": "label", "dtype": "int64", "shape": [-1]}]}'
+        ) from None
+    for kind, specs in (("inputs", sig.inputs), ("outputs", sig.outputs)):
+        if not specs:
+            raise InvalidInput(f"signature.{kind} is empty; name at least one tensor")
+        for i, spec in enumerate(specs):
+            if not spec.shape:
+                raise InvalidInput(
+                    f"signature.{kind}[{i}].shape is [] (a scalar); start it with the batch "
+                    "dimension, e.g. [-1] or [-1, 4]"
+                )
+    return sig
+
+
+async def _register(
+    zs: Any,
+    name: str,
+    file: UploadFile,
+    sample: UploadFile | None,
+    sig: Signature | None,
+    flavor: str | None,
+    trust: bool,
+    compile: str | None,
+    tolerance: float,
+    entrypoint: str | None,
+    description: str,
+) -> ModelVersionInfo:
     with tempfile.TemporaryDirectory(prefix="zs-register-") as tmp:
         work = Path(tmp)
         source = work / "upload" / Path(file.filename or "model.bin").name
@@ -111,7 +176,6 @@ async def register_version(
             sample_path = work / ("sample" + Path(sample.filename).suffix)
             with sample_path.open("wb") as fh:
                 await asyncio.to_thread(shutil.copyfileobj, sample.file, fh)
-        sig = Signature.model_validate_json(signature) if signature else None
         req = PackageRequest(
             source=source,
             dest=work / "artifact",
@@ -265,6 +329,8 @@ async def deploy(request: Request, body: DeployRequest) -> EndpointStatus:
 @router.post("/endpoints", response_model=EndpointStatus, status_code=201)
 async def put_endpoint(request: Request, spec: EndpointSpec) -> EndpointStatus:
     """Create or replace an endpoint from a full spec (variants, weights, shadow)."""
+    if not spec.variants:
+        raise InvalidInput("variants is empty; an endpoint serves at least one model version")
     return await _apply(state(request), spec)
 
 

@@ -28,6 +28,7 @@ from zeroserve.errors import (
     VersionNotFound,
     ZeroserveError,
 )
+from zeroserve.gateway.offload import off_loop
 from zeroserve.protocols import jsonproto, v2
 from zeroserve.protocols.validation import rows_of
 
@@ -63,6 +64,7 @@ class DataPlane:
         self.metrics = metrics
         self.fallback = fallback
         self.max_body = settings.max_payload_bytes
+        self.decode_in_thread = int(settings.decode_in_thread_kb * 1024)
         self.keys = {key_digest(k) for k in [*settings.api_keys, *settings.admin_api_keys]}
         self._background: set[asyncio.Task[Any]] = set()
         self.async_service: Any = None
@@ -85,7 +87,7 @@ class DataPlane:
             elif path.startswith(V2_ROUTE[0]) and path.endswith(V2_ROUTE[1]):
                 rest = path[len(V2_ROUTE[0]) : -len(V2_ROUTE[1])]
                 name, _, version = rest.partition("/versions/")
-                if "/" not in name and (not version or version.isdigit()):
+                if "/" not in name and (not version or _is_version(version)):
                     await self._serve(
                         scope,
                         receive,
@@ -191,9 +193,8 @@ class DataPlane:
         self, name: str, _version: int | None, body: bytes, _headers: dict[bytes, bytes]
     ) -> Answer:
         route = self._route(name)
-        request = jsonproto.load_json(body)
         variant = route.choose()
-        arrays, as_rows = jsonproto.decode(request, variant.signature)
+        arrays, as_rows = await off_loop(self.decode_in_thread, body, _decode_json, body, variant)
         result = await self._predict(route, variant, arrays)
         payload = jsonproto.encode(result.outputs, as_rows)
         return 200, payload, self._answer_headers(variant, result, JSON_HEADERS), variant
@@ -212,10 +213,10 @@ class DataPlane:
                     f"endpoint {name!r} does not serve version {version} (it serves: {served})"
                 )
             variant = found
-        raw_length = headers.get(v2.HEADER_LENGTH.encode())
-        header_length = int(raw_length) if raw_length and raw_length.isdigit() else None
-        request, tail = v2.parse_request(body, header_length)
-        arrays = v2.decode_inputs(request, tail, variant.signature)
+        header_length = v2.header_length(headers.get(v2.HEADER_LENGTH.encode()))
+        request, arrays = await off_loop(
+            self.decode_in_thread, body, _decode_v2, body, header_length, variant
+        )
         names, binary = v2.requested_outputs(request, variant.signature)
         result = await self._predict(route, variant, arrays)
         payload, out_headers = v2.encode_response(
@@ -274,14 +275,29 @@ class DataPlane:
         return headers
 
 
+def _is_version(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
+def _decode_json(body: bytes, variant: VariantRoute) -> tuple[Arrays, bool]:
+    return jsonproto.decode(jsonproto.load_json(body), variant.signature)
+
+
+def _decode_v2(
+    body: bytes, header_length: int | None, variant: VariantRoute
+) -> tuple[dict[str, Any], Arrays]:
+    request, tail = v2.parse_request(body, header_length)
+    return request, v2.decode_inputs(request, tail, variant.signature)
+
+
 def _error_answer(exc: Exception, endpoint: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """The one mapping from an exception to a response: ours carry their status and advice;
     anything else is a 500 without a trace (the trace goes to the log)."""
     if isinstance(exc, ZeroserveError):
         extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
-        return exc.status_code, orjson.dumps(exc.to_dict()), extra
+        return exc.status_code, orjson.dumps(exc.to_dict()), [*JSON_HEADERS, *extra]
     log.exception("unexpected error serving a request", extra={"endpoint": endpoint}, exc_info=exc)
-    return 500, INTERNAL_ERROR, []
+    return 500, INTERNAL_ERROR, list(JSON_HEADERS)
 
 
 async def _send_answer(

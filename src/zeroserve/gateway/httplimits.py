@@ -19,6 +19,7 @@ import orjson
 from zeroserve.settings import Settings
 
 log = logging.getLogger("zeroserve.gateway")
+LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def protocol_class(settings: Settings) -> Any:
             self._body_timer: asyncio.TimerHandle | None = None
             self._body_bytes = 0
             self._body_mark = 0
+            self._discarding = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -75,6 +77,8 @@ def protocol_class(settings: Settings) -> Any:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._discarding:
+                return  # after a 431: read and drop the rest, so closing sends no reset
             super().data_received(data)
             if self._in_head and not self.transport.is_closing():
                 self._head_bytes += len(data)
@@ -83,6 +87,7 @@ def protocol_class(settings: Settings) -> Any:
                         431,
                         f"the request head is over {limits.max_header_bytes:,} bytes; "
                         "send fewer or smaller headers",
+                        linger=True,
                     )
 
         def on_message_begin(self) -> None:
@@ -157,7 +162,7 @@ def protocol_class(settings: Settings) -> Any:
                     f"bytes/s over {limits.body_window_s:g} s",
                 )
 
-        def _close_with(self, status: int, message: str) -> None:
+        def _close_with(self, status: int, message: str, linger: bool = False) -> None:
             reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
             body = orjson.dumps({"error": message, "code": "http_limit"})
             self.transport.write(
@@ -166,6 +171,13 @@ def protocol_class(settings: Settings) -> Any:
             )
             self._in_head = False
             self._cancel(body=True)
-            self.transport.close()
+            if linger and self.transport.can_write_eof():
+                # The client may still be sending: drop what arrives for a moment, so the
+                # close does not reset the connection before it reads this answer.
+                self._discarding = True
+                self.transport.write_eof()
+                self.loop.call_later(LINGER_S, self.transport.close)
+            else:
+                self.transport.close()
 
     return GuardedHttpToolsProtocol
