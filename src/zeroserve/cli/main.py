@@ -41,7 +41,7 @@ def up(
 ) -> None:
     """Start the gateway and the controller."""
     from zeroserve.server import serve
-    from zeroserve.settings import Settings
+    from zeroserve.settings import Settings, settings_error
 
     overrides = {
         k: v
@@ -56,7 +56,7 @@ def up(
     try:
         settings = Settings(log_level=log_level, log_json=not text_logs, **overrides)  # type: ignore[arg-type]
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {settings_error(exc)}", err=True)
         raise typer.Exit(2) from None
     serve(settings, access_log=access_log)
 

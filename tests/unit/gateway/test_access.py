@@ -358,3 +358,14 @@ def test_body_bytes_in_flight_have_a_global_budget() -> None:
             return done.status_code, second.status_code, third.status_code
 
     assert run(go()) == (200, 503, 200)
+
+
+def test_a_weak_key_error_is_one_line_without_the_keys() -> None:
+    from zeroserve.settings import settings_error
+
+    with pytest.raises(ValueError) as caught:
+        Settings(api_keys=["tiny-secret"], admin_api_keys=["another-long-admin-key"])
+    message = settings_error(caught.value)
+    assert "\n" not in message
+    assert message.startswith("ZEROSERVE_API_KEYS holds a key shorter than 16")
+    assert "tiny-secret" not in message and "another-long-admin-key" not in message
