@@ -76,6 +76,16 @@ def needed(method: str, path: str) -> Need:
     return Need.ADMIN
 
 
+def streams_to_disk(method: str, path: str) -> bool:
+    """Uploads written to disk as they arrive (async inputs, model files): outside the
+    in-memory body budget, which would otherwise refuse every upload larger than it."""
+    if method != "POST":
+        return False
+    return (path.startswith("/v1/endpoints/") and path.endswith("/async")) or (
+        path.startswith("/api/models/") and path.endswith("/versions")
+    )
+
+
 def is_data_route(method: str, path: str) -> bool:
     if method != "POST":
         return False
@@ -174,10 +184,12 @@ class AccessGuard:
             self._check_forgery(method, path, headers)
             self._check_body_type(method, path, headers)
             self._check_rate(digest, client, need)
-            reserved = self._reserve(headers)
+            streamed = streams_to_disk(method, path)
+            reserved = 0 if streamed else self._reserve(headers)
         except Refusal as refusal:
             await _refuse(send, refusal)
             return
+
         audited = need in (Need.ADMIN, Need.DEPLOY) and method not in SAFE_METHODS
         status = [0]
 
@@ -185,7 +197,7 @@ class AccessGuard:
             nonlocal reserved
             message = await receive()
             size = len(message.get("body", b""))
-            if size and message["type"] == "http.request":
+            if size and not streamed and message["type"] == "http.request":
                 seen[0] += size
                 if seen[0] > reserved:
                     extra = seen[0] - reserved
@@ -353,6 +365,13 @@ class AccessGuard:
     def _reserve(self, headers: dict[bytes, bytes]) -> int:
         declared = headers.get(b"content-length", b"")
         size = int(declared) if declared.isdigit() and len(declared) < 16 else 0
+        if size > self.max_inflight:
+            raise Refusal(
+                413,
+                "payload_too_large",
+                f"the body is {size:,} bytes, more than the server holds for all requests "
+                "together (ZEROSERVE_MAX_INFLIGHT_MB); send it to the async endpoint",
+            )
         if size and self.inflight + size > self.max_inflight:
             raise Refusal(
                 503, "server_busy", _busy_message(self.max_inflight), {"Retry-After": "1"}

@@ -369,3 +369,24 @@ def test_a_weak_key_error_is_one_line_without_the_keys() -> None:
     assert "\n" not in message
     assert message.startswith("ZEROSERVE_API_KEYS holds a key shorter than 16")
     assert "tiny-secret" not in message and "another-long-admin-key" not in message
+
+
+def test_uploads_that_stream_to_disk_are_outside_the_body_budget() -> None:
+    settings = Settings(max_inflight_mb=1)
+    big = b"x" * 1_500_000
+
+    async def go() -> list[int]:
+        async with client(settings) as http:
+            return [
+                (await http.post("/v1/endpoints/a/invocations", content=big)).status_code,
+                (await http.post("/v1/endpoints/a/async", content=big)).status_code,
+                (
+                    await http.post(
+                        "/api/models/m/versions",
+                        files={"file": ("m.onnx", big)},
+                        headers={"x-zeroserve-client": "t"},
+                    )
+                ).status_code,
+            ]
+
+    assert run(go()) == [413, 200, 200]
