@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from zeroserve import errors
+from zeroserve import __version__, errors
 from zeroserve.errors import (
     BadRequest,
     JobFailed,
@@ -125,7 +125,10 @@ class Client:
         default = f"http://127.0.0.1:{DEFAULT_PORT}"
         self.url = (url or os.environ.get("ZEROSERVE_URL") or default).rstrip("/")
         key = api_key or os.environ.get("ZEROSERVE_API_KEY")
-        headers = {"authorization": f"Bearer {key}"} if key else {}
+        # A non-simple header: the server refuses state changes from browsers without one.
+        headers = {"x-zeroserve-client": f"zeroserve-python/{__version__}"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
         self.http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
         )

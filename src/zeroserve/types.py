@@ -170,7 +170,7 @@ class EndpointSpec(BaseModel):
     @model_validator(mode="after")
     def _mode_fits_scaling(self) -> EndpointSpec:
         if not self.variants:
-            raise ValueError("an endpoint needs at least one variant")
+            raise ValueError("variants is empty; an endpoint serves at least one model version")
         names = [v.name for v in self.variants] + ([self.shadow.name] if self.shadow else [])
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")

@@ -18,7 +18,8 @@ class Api:
 
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=120, headers=headers or {})
+        headers = {"x-zeroserve-client": "tests", **(headers or {})}
+        self.http = httpx.Client(base_url=url, timeout=120, headers=headers)
 
     def check(self, response: httpx.Response) -> Any:
         assert response.status_code < 400, f"{response.status_code}: {response.text}"

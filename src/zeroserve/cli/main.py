@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from zeroserve import __version__
 from zeroserve.cli import batch, cost, endpoints, jobs, models
@@ -67,7 +66,7 @@ def up(
 ) -> None:
     """Start the gateway and the controller."""
     from zeroserve.server import serve
-    from zeroserve.settings import Settings
+    from zeroserve.settings import Settings, settings_error
 
     overrides = {
         k: v
@@ -83,11 +82,8 @@ def up(
         fail(f"--log-level {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     try:
         settings = Settings(log_level=log_level, log_json=not text_logs, **overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        fail(f"invalid settings: {problems}")
+    except ValueError as exc:  # pydantic's ValidationError included
+        fail(f"invalid settings: {settings_error(exc)}")
     from zeroserve.integrity import StateCorrupted, secure_data_dir
 
     secure_data_dir(settings.data_dir)  # 0700, and umask 077 for every file we write

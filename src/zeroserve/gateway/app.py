@@ -98,7 +98,7 @@ def key_guard(keys: list[str], settings: Settings, missing: str, refused: str) -
 
 def admin_guard(settings: Settings) -> Any:
     return key_guard(
-        settings.admin_api_keys,
+        settings.control_api_keys,  # each key's scope is checked by gateway.access
         settings,
         "the control API requires an admin API key: send 'Authorization: Bearer <key>'",
         "this key is not an admin key; the control API needs one from ZEROSERVE_ADMIN_API_KEYS",

@@ -11,6 +11,7 @@ from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from zeroserve.control import lifecycle
 from zeroserve.errors import (
@@ -18,6 +19,7 @@ from zeroserve.errors import (
     Conflict,
     EndpointNotFound,
     Forbidden,
+    InvalidInput,
     PayloadTooLarge,
 )
 from zeroserve.gateway.state import ServerState, server_state
@@ -38,6 +40,8 @@ from zeroserve.types import (
 
 router = APIRouter()
 log = logging.getLogger("zeroserve.control_api")
+_registering: dict[str, asyncio.Lock] = {}
+"""One registration per model name at a time, so concurrent ones get consecutive versions."""
 
 
 state = server_state
@@ -156,6 +160,68 @@ async def register_version(
     ``compile=onnx`` converts a scikit-learn model and checks its outputs.
     """
     zs = state(request)
+    sig = parse_signature(signature)
+    lock = _registering.setdefault(name, asyncio.Lock())
+    async with lock:
+        try:
+            return await _register(
+                zs,
+                name,
+                file,
+                sample,
+                sig,
+                flavor,
+                trust,
+                compile,
+                tolerance,
+                entrypoint,
+                description,
+            )
+        except IntegrityError:
+            raise Conflict(
+                f"another server registered a version of {name!r} at the same moment; retry"
+            ) from None
+
+
+def parse_signature(text: str | None) -> Signature | None:
+    """The ``signature`` form field, or a 422 that names the part that is wrong."""
+    if not text:
+        return None
+    try:
+        sig = Signature.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(
+            f"signature{'.' + where if where else ''}: {first['msg']}; send JSON like "
+            '{"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 4]}], '
+            '"outputs": [{"name": "label", "dtype": "int64", "shape": [-1]}]}'
+        ) from None
+    for kind, specs in (("inputs", sig.inputs), ("outputs", sig.outputs)):
+        if not specs:
+            raise InvalidInput(f"signature.{kind} is empty; name at least one tensor")
+        for i, spec in enumerate(specs):
+            if not spec.shape:
+                raise InvalidInput(
+                    f"signature.{kind}[{i}].shape is [] (a scalar); start it with the batch "
+                    "dimension, e.g. [-1] or [-1, 4]"
+                )
+    return sig
+
+
+async def _register(
+    zs: ServerState,
+    name: str,
+    file: UploadFile,
+    sample: UploadFile | None,
+    sig: Signature | None,
+    flavor: str | None,
+    trust: bool,
+    compile: str | None,
+    tolerance: float,
+    entrypoint: str | None,
+    description: str,
+) -> ModelVersionInfo:
     settings: Settings = zs.settings
     if trust and not settings.allow_trusted_code:
         raise Forbidden(
@@ -173,7 +239,6 @@ async def register_version(
         if sample is not None and sample.filename:
             sample_path = work / ("sample" + Path(sample.filename).suffix)
             await asyncio.to_thread(copy_capped, sample.file, sample_path, limit)
-        sig = parse_signature(signature) if signature else None
         req = PackageRequest(
             source=source,
             dest=work / "artifact",
@@ -209,21 +274,6 @@ def copy_capped(src: BinaryIO, dest: Path, limit: int) -> None:
                     f"{dest.name} is over the {limit:,}-byte upload limit (ZEROSERVE_MAX_UPLOAD_MB)"
                 )
             out.write(chunk)
-
-
-def parse_signature(text: str) -> Signature:
-    try:
-        return Signature.model_validate_json(text)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'signature'}: {e['msg']}"
-            for e in exc.errors()[:5]
-        )
-        raise BadRequest(
-            f"the signature is not valid ({problems}); write JSON like "
-            '{"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 4]}], '
-            '"outputs": [...]}'
-        ) from None
 
 
 @router.get("/models/{name}", response_model=ModelInfo)
@@ -346,6 +396,8 @@ async def deploy(request: Request, body: DeployRequest) -> EndpointStatus:
 @router.post("/endpoints", response_model=EndpointStatus, status_code=201)
 async def put_endpoint(request: Request, spec: EndpointSpec) -> EndpointStatus:
     """Create or replace an endpoint from a full spec (variants, weights, shadow)."""
+    if not spec.variants:
+        raise InvalidInput("variants is empty; an endpoint serves at least one model version")
     zs = state(request)
     return await _apply(zs, spec, await _current(zs, spec.name))
 
