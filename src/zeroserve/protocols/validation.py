@@ -42,7 +42,9 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
             raise InvalidInput(_diagnose(value, spec, where))
     if arr.dtype != spec.dtype:
         arr = _cast(arr, spec, where)
-    if arr.ndim == len(spec.shape) - 1 and arr.ndim >= 1 and spec.shape[0] < 0:
+    if arr.ndim == 1 and spec.shape[1:] == [1] and spec.shape[0] < 0:
+        arr = arr.reshape(-1, 1)  # a column of scalars for an [N, 1] input (ONNX per-column)
+    elif arr.ndim == len(spec.shape) - 1 and arr.ndim >= 1 and spec.shape[0] < 0:
         arr = arr.reshape(1, *arr.shape)  # one row given without the batch dimension
     check_shape(arr, spec, where)
     if not spec.allow_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
