@@ -67,6 +67,7 @@ class DeployRequest(BaseModel):
     max_batch_wait_ms: float | None = Field(None, ge=0)
     request_timeout_s: float | None = Field(None, gt=0)
     max_concurrency: int | None = Field(None, ge=1)
+    outputs: list[str] | None = Field(None, description='answer only these, e.g. ["label"]')
 
 
 class EndpointStatus(BaseModel):
@@ -243,6 +244,7 @@ def spec_from_deploy(body: DeployRequest, version: int) -> EndpointSpec:
         max_batch_wait_ms=body.max_batch_wait_ms or 0.0,
         memory_limit_mb=body.memory_limit_mb,
         scaling=scaling,
+        outputs=body.outputs,
     )
     return EndpointSpec(
         name=body.endpoint or body.model,

@@ -195,7 +195,7 @@ class DataPlane:
         variant = route.choose()
         arrays, as_rows = jsonproto.decode(request, variant.signature)
         result = await self._predict(route, variant, arrays)
-        payload = jsonproto.encode(result.outputs, as_rows)
+        payload = jsonproto.encode(result.outputs, as_rows, variant.signature)
         return 200, payload, self._answer_headers(variant, result, JSON_HEADERS), variant
 
     async def _invoke_v2(
@@ -219,7 +219,13 @@ class DataPlane:
         names, binary = v2.requested_outputs(request, variant.signature)
         result = await self._predict(route, variant, arrays)
         payload, out_headers = v2.encode_response(
-            name, variant.spec.version, request.get("id"), result.outputs, names, binary
+            name,
+            variant.spec.version,
+            request.get("id"),
+            result.outputs,
+            names,
+            binary,
+            variant.signature,
         )
         base = [(k.encode(), v.encode()) for k, v in out_headers.items()]
         return 200, payload, self._answer_headers(variant, result, base), variant

@@ -37,10 +37,10 @@ from zeroserve.errors import (
     PayloadTooLarge,
     ZeroserveError,
 )
-from zeroserve.protocols import jsonproto
-from zeroserve.protocols.validation import rows_of
 from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, keep_leased, open_queue
 from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
+from zeroserve.protocols import jsonproto
+from zeroserve.protocols.validation import rows_of
 
 if TYPE_CHECKING:
     from zeroserve.control.controller import Controller
@@ -301,7 +301,7 @@ class AsyncService:
         arrays, as_rows = jsonproto.decode(jsonproto.load_json(data), variant.signature)
         rows = rows_of(arrays)
         result = await variant.pool.submit(arrays, rows, route.spec.request_timeout_s)
-        body = jsonproto.encode(result.outputs, as_rows)
+        body = jsonproto.encode(result.outputs, as_rows, variant.signature)
         uri = await asyncio.to_thread(self.store.put_bytes, f"async/results/{job.id}.json", body)
         return {
             "result_uri": uri,

@@ -8,6 +8,7 @@ Every refusal names the row, the column and the type it expected.
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -90,6 +91,8 @@ def to_column(values: Any, col: ColumnSpec, where: str) -> np.ndarray[Any, Any]:
                 f"{where}: column {col.name!r} must be a list of values, one per row; "
                 f"got shape {list(values.shape)}"
             )
+        if values.dtype.kind == "M" and col.type is ColumnType.DATETIME:
+            return np.asarray(values, dtype="datetime64[ns]")
         fast = _numeric_fast(values, col)
         if fast is not None:
             return fast
@@ -187,9 +190,13 @@ def _string(value: Any) -> str:
     return value
 
 
-def _datetime(value: Any) -> np.datetime64:
+def _datetime(value: Any) -> Any:
     if isinstance(value, np.datetime64):
         return value.astype("datetime64[ns]")
+    if isinstance(value, datetime.datetime):
+        return np.datetime64(value.replace(tzinfo=None).isoformat(), "ns")
+    if isinstance(value, datetime.date):
+        return np.datetime64(value.isoformat(), "ns")
     if not isinstance(value, str):
         raise TypeError
     return np.datetime64(value.rstrip("Z"), "ns")
