@@ -321,6 +321,7 @@ class BatchService:
                     batch_rows=BATCH_ROWS,
                     skip_bad_rows=skip,
                     columns=columns,
+                    input_name=version.signature.inputs[0].name,
                 ),
             )
         except BadBatchInput as exc:

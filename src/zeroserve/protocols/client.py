@@ -74,8 +74,11 @@ def json_request(data: Data, rows: bool = False) -> bytes:
     return orjson.dumps({"inputs": columns})
 
 
-def json_response(body: bytes) -> Arrays:
-    """The outputs of a JSON-route answer as arrays, whichever form it took."""
+def json_response(body: bytes, single: str = "prediction") -> Arrays:
+    """The outputs of a JSON-route answer as arrays, whichever form it took.
+
+    A rows answer of a one-output model carries no output name; it is ``single``.
+    """
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -87,7 +90,7 @@ def json_response(body: bytes) -> Arrays:
         if predictions and isinstance(predictions[0], dict):
             names = list(predictions[0])
             return {n: _array([p[n] for p in predictions]) for n in names}
-        return {"prediction": _array(predictions)}
+        return {single: _array(predictions)}
     raise MalformedPayload('the answer has neither "outputs" nor "predictions"')
 
 
