@@ -33,6 +33,7 @@ from zeroserve.registry.signatures import (
     columns_from_model,
     example_rows,
     handles_missing,
+    model_examples,
     with_nullable,
 )
 from zeroserve.runtimes import create_runtime
@@ -360,7 +361,7 @@ def infer_signature(runtime: Runtime, sample: Any, mlflow: MlflowModel | None) -
     columns = table_columns(runtime, frame, mlflow)
     if columns is not None:
         cast(Any, runtime).columns = columns
-        probe = example_rows(columns, frame)
+        probe = example_rows(columns, frame, examples=model_examples(model))
         try:
             outputs = runtime.predict(probe)
         except Exception as exc:
@@ -432,6 +433,11 @@ def table_columns(
                     f"the sample has no column {missing[0]!r}, which the model was fitted with"
                 )
             columns = [known[str(n)] for n in names]  # the model's own order
+            plain = (ColumnType.FLOAT, ColumnType.INT)
+            if from_model is None and all(
+                c.type in plain and c.categories is None for c in columns
+            ):
+                return None  # the model's columns are all numbers: a named float matrix
         return _declared_nulls(columns, declared)
     if declared is not None:
         return declared

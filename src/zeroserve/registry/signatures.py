@@ -149,7 +149,31 @@ def _encoder(transformer: Any) -> Any | None:
     return None
 
 
-def example_rows(columns: list[ColumnSpec], frame: Any | None, rows: int = 4) -> Arrays:
+def model_examples(model: Any) -> dict[str, Any]:
+    """A value the model knows for each encoded column (its encoder's first category)."""
+    ct = column_transformer(model)
+    if ct is None:
+        return {}
+    names = [str(n) for n in getattr(ct, "feature_names_in_", [])]
+    transformers = {name: trans for name, trans, _ in getattr(ct, "transformers_", [])}
+    found: dict[str, Any] = {}
+    for tname, idx in getattr(ct, "_transformer_to_input_indices", {}).items():
+        encoder = _encoder(transformers.get(tname))
+        if encoder is None:
+            continue
+        for i, col in enumerate(idx):
+            if i < len(encoder.categories_) and len(encoder.categories_[i]):
+                value = encoder.categories_[i][0]
+                found[names[col]] = value.item() if hasattr(value, "item") else value
+    return found
+
+
+def example_rows(
+    columns: list[ColumnSpec],
+    frame: Any | None,
+    rows: int = 4,
+    examples: dict[str, Any] | None = None,
+) -> Arrays:
     """Rows to probe the model with: the sample's first rows, else one typical value each."""
     from zeroserve.protocols.table import to_column
 
@@ -161,7 +185,8 @@ def example_rows(columns: list[ColumnSpec], frame: Any | None, rows: int = 4) ->
             if col.type is ColumnType.DATETIME:
                 values = [None if v is None else str(v) for v in values]
         else:
-            values = [_typical(col)] * 2
+            known = (examples or {}).get(col.name)
+            values = [known if known is not None else _typical(col)] * 2
         arrays[col.name] = to_column(values, col.model_copy(update={"nullable": True}), "sample")
     return arrays
 
