@@ -86,7 +86,7 @@ def test_v2_one_input_per_column_with_bytes_for_strings() -> None:
 
     frame = pd.DataFrame([ROW, {**ROW, "income": None}])
     frame["seen"] = pd.to_datetime(frame["seen"])
-    body, headers = client.v2_request(frame[list(reversed(frame.columns))])
+    body, _ = client.v2_request(frame[list(reversed(frame.columns))])
     request, tail = v2.parse_request(body, None)
     assert {i["name"]: i["datatype"] for i in request["inputs"]}["city"] == "BYTES"
     arrays = v2.decode_inputs(request, tail, SIG)

@@ -84,7 +84,7 @@ def test_a_sample_column_of_objects_that_are_not_strings_is_refused(tmp_path: Pa
     # A CSV cannot hold objects; test the rule on the frame itself.
     from zeroserve.registry.signatures import columns_from_frame
 
-    with pytest.raises(InvalidArtifact, match="holds dict values.*convert the column to strings"):
+    with pytest.raises(InvalidArtifact, match=r"holds dict values.*convert the column to strings"):
         columns_from_frame(bad)
 
 
@@ -96,7 +96,7 @@ def test_a_string_column_the_model_cannot_encode_is_refused(tmp_path: Path) -> N
     x = df[["x", "n", "n"]].to_numpy()  # fitted on an array: no names, three numbers
     sio.dump(LogisticRegression().fit(x, x[:, 0] > 0), tmp_path / "m.skops")
     df.to_parquet(tmp_path / "s.parquet")  # a string column the model cannot encode
-    with pytest.raises(InvalidArtifact, match="city: string.*needs an encoder"):
+    with pytest.raises(InvalidArtifact, match=r"city: string.*needs an encoder"):
         package(
             PackageRequest(
                 source=tmp_path / "m.skops", dest=tmp_path / "a", sample=tmp_path / "s.parquet"
@@ -115,7 +115,7 @@ def test_onnx_output_types_without_a_tensor_form_name_the_exporter_option() -> N
 
     zipmap = "seq(map(string,tensor(float)))"
     assert check_outputs(session("tensor(int64)", zipmap)) == ["out1"]
-    with pytest.raises(InvalidArtifact, match="out1.*seq\\(tensor\\(float\\)\\).*'zipmap': False"):
+    with pytest.raises(InvalidArtifact, match=r"out1.*seq\(tensor\(float\)\).*'zipmap': False"):
         check_outputs(session("tensor(int64)", "seq(tensor(float))"))
 
 
@@ -123,7 +123,7 @@ def test_python_directory_needs_its_class_and_its_requirements(tmp_path: Path) -
     src = tmp_path / "pym"
     src.mkdir()
     (src / "model.py").write_text("class Other:\n    def predict(self, x):\n        return x\n")
-    with pytest.raises(InvalidArtifact, match="no class 'Model'.*Other.*--entrypoint"):
+    with pytest.raises(InvalidArtifact, match=r"no class 'Model'.*Other.*--entrypoint"):
         package(PackageRequest(source=src, dest=tmp_path / "a", trusted=True))
     (src / "model.py").write_text(
         textwrap.dedent(
@@ -145,7 +145,7 @@ def test_python_directory_needs_its_class_and_its_requirements(tmp_path: Path) -
         trusted=True,
         sample=tmp_path / "s.npy",
     )
-    with pytest.raises(InvalidArtifact, match="zeroserve-no-such-package is not installed.*pip"):
+    with pytest.raises(InvalidArtifact, match=r"zeroserve-no-such-package is not installed.*pip"):
         package(req)
     (src / "requirements.txt").write_text("numpy>=1.0\n")
     req.source = pack(src, tmp_path / "pym2.tar.gz")
@@ -157,7 +157,7 @@ def test_python_directory_needs_its_class_and_its_requirements(tmp_path: Path) -
 def test_mlflow_flavor_zeroserve_does_not_serve_is_refused(tmp_path: Path) -> None:
     (tmp_path / "mm").mkdir()
     (tmp_path / "mm" / "MLmodel").write_text("flavors:\n  pytorch:\n    data: model.pth\n")
-    with pytest.raises(InvalidArtifact, match="flavors pytorch; zeroserve serves sklearn"):
+    with pytest.raises(InvalidArtifact, match=r"flavors pytorch; zeroserve serves sklearn"):
         package(PackageRequest(source=tmp_path / "mm", dest=tmp_path / "a"))
 
 
@@ -167,7 +167,8 @@ def test_mlflow_pickles_need_trust(tmp_path: Path) -> None:
     (tmp_path / "mm").mkdir()
     joblib.dump(pipeline(), tmp_path / "mm" / "model.pkl")
     (tmp_path / "mm" / "MLmodel").write_text(
-        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n"
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n"
+        + "    serialization_format: cloudpickle\n"
         + "signature:\n  inputs: '"
         + json.dumps(
             [
@@ -178,7 +179,7 @@ def test_mlflow_pickles_need_trust(tmp_path: Path) -> None:
         )
         + "'\n"
     )
-    with pytest.raises(UntrustedArtifact, match="pickle.*--trust"):
+    with pytest.raises(UntrustedArtifact, match=r"pickle.*--trust"):
         package(PackageRequest(source=tmp_path / "mm", dest=tmp_path / "a"))
     result = package(PackageRequest(source=tmp_path / "mm", dest=tmp_path / "b", trusted=True))
     cols = {c.name: c for c in result.signature.columns or []}
