@@ -322,6 +322,7 @@ class BatchService:
                     skip_bad_rows=skip,
                     columns=columns,
                     input_name=version.signature.inputs[0].name,
+                    allow_nan=version.signature.inputs[0].allow_nan,
                 ),
             )
         except BadBatchInput as exc:

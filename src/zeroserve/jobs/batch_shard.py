@@ -104,6 +104,7 @@ def run_shard(
     skip_bad_rows: bool = False,
     on_rows: RowsCallback | None = None,
     columns: list[ColumnSpec] | None = None,
+    allow_nan: bool = False,
 ) -> Shard:
     """Read, predict in chunks of ``batch_rows`` and write one shard; idempotent.
 
@@ -111,7 +112,8 @@ def run_shard(
     ``BadBatchInput`` naming the first bad line, unless ``skip_bad_rows``: then
     they go to ``errors-<shard>.jsonl`` and the good rows are predicted.
     ``on_rows(n)`` reports progress as rows are predicted. With ``columns`` (a
-    table model's signature) the columns are read by name and cast to their types.
+    table model's signature) the columns are read by name and cast to their types;
+    with ``allow_nan`` (a matrix model that takes missing values) nulls are NaN.
     """
     report = on_rows or (lambda n: None)
     stored = stored_manifest(manifest).shards[shard.index]
@@ -121,11 +123,11 @@ def run_shard(
     store = Store(manifest.output_uri)
     name = output_name(shard.index, manifest.output_format)
     if store.exists(name):
-        adopted = _adopt(manifest, shard, store, name, skip_bad_rows, columns)
+        adopted = _adopt(manifest, shard, store, name, skip_bad_rows, columns, allow_nan)
         if adopted is not None:
             report(shard.rows)
             return adopted
-    data = _read(manifest, shard, columns)
+    data = _read(manifest, shard, columns, allow_nan)
     if data.bad_rows:
         if not skip_bad_rows:
             error = _bad_rows_error(manifest, shard, data.bad_rows)
@@ -146,10 +148,12 @@ def run_shard(
     return write_shard(manifest, shard, data.ids, outputs, bad_rows=len(data.bad_rows))
 
 
-def _read(manifest: Manifest, shard: Shard, columns: list[ColumnSpec] | None) -> ShardData:
+def _read(
+    manifest: Manifest, shard: Shard, columns: list[ColumnSpec] | None, allow_nan: bool = False
+) -> ShardData:
     if columns is not None:
         return read_table_shard(manifest, shard, columns)
-    return read_shard(manifest, shard)
+    return read_shard(manifest, shard, allow_nan)
 
 
 def predict_chunks(
@@ -190,6 +194,7 @@ def _adopt(
     name: str,
     skip_bad_rows: bool,
     columns: list[ColumnSpec] | None = None,
+    allow_nan: bool = False,
 ) -> Shard | None:
     """Mark an existing output done if it holds exactly the shard's ids, else drop it."""
     try:
@@ -198,7 +203,7 @@ def _adopt(
         got = table.column(manifest.output_id_column).to_pylist()
     except Exception:  # an unreadable or foreign file is rewritten, never trusted
         got = None
-    expected = _read(manifest, shard, columns)
+    expected = _read(manifest, shard, columns, allow_nan)
     usable = skip_bad_rows or not expected.bad_rows
     if got is not None and usable and got == expected.ids.tolist():
         bad = len(expected.bad_rows)

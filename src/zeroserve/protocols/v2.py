@@ -138,7 +138,7 @@ def _from_binary(
 def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray[Any, Any]:
     dtype = np.dtype(OIP_TO_NUMPY[datatype])
     try:
-        arr = np.asarray(data)
+        arr = np.asarray(data, dtype=object if dtype.kind == "O" else None)
     except ValueError:
         raise InvalidInput(f"{where}: data is not a regular array of numbers") from None
     if dtype.kind != "O":
@@ -157,6 +157,8 @@ def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.nda
 
 
 def _conform(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+    if arr.ndim == 1 and spec.shape[1:] == [1] and spec.shape[0] < 0:
+        arr = arr.reshape(-1, 1)  # a column [N] for an [N, 1] input
     if arr.dtype != np.dtype(spec.dtype):
         if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
             arr = arr.astype(spec.dtype)

@@ -31,6 +31,12 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
         raise InvalidInput(_diagnose(value, spec, where)) from None
     if arr.dtype.kind not in NUMERIC_KINDS:
         if spec.dtype == "object":
+            if arr.dtype.kind not in "USO":
+                raise InvalidInput(f"{where}: input {spec.name!r} takes strings (BYTES)")
+            arr = arr.astype(object)
+            if arr.ndim == 1 and spec.shape[1:] == [1]:
+                arr = arr.reshape(-1, 1)
+            check_shape(arr, spec, where)
             return arr
         nullable = arr.dtype.kind == "O" and spec.allow_nan and spec.dtype.startswith("float")
         if nullable:

@@ -90,7 +90,9 @@ class PythonRuntime(Runtime):
             as_outputs(self.model.predict(self._view({k: v[i : i + 1] for k, v in inputs.items()})))
             for i in range(rows)
         ]
-        return {name: np.concatenate([a[name] for a in answers]) for name in answers[0]}
+        return {
+            name: np.concatenate([np.atleast_1d(a[name]) for a in answers]) for name in answers[0]
+        }
 
     def _view(self, inputs: Arrays) -> Any:
         return to_dataframe(inputs, self.columns) if self.columns is not None else inputs
