@@ -439,3 +439,20 @@ def test_batch_with_shuffled_columns_answers_like_the_library(
         else:
             got[key] = table[key].to_numpy()
     same(got, want)
+
+
+def test_an_endpoint_can_answer_only_the_label(served: tuple[Api, dict[str, Case]]) -> None:
+    api, cases = served
+    case = cases["tuned"]
+    api.deploy("tuned", endpoint="tuned-labels", outputs=["label"])
+    response = api.invoke("tuned-labels", {"instances": records(case.frame)})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == case.want(case.frame)["label"].tolist()
+    body, headers = codec.v2_request({"input": case.frame.to_numpy(np.float64)}, binary=True)
+    v2 = api.http.post("/v2/models/tuned-labels/infer", content=body, headers=headers)
+    assert [o["name"] for o in v2.json()["outputs"]] == ["label"]
+    refused = api.http.post(
+        "/api/deploy", json={"model": "tuned", "endpoint": "tuned-x", "outputs": ["score"]}
+    )
+    assert refused.status_code == 400
+    assert "outputs ['score'] are not outputs of this model" in refused.json()["error"]
