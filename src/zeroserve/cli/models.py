@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from zeroserve.cli.client import Client, console, fail
@@ -62,9 +63,10 @@ def register(
             sig_text = signature.read_text()
             try:
                 Signature.model_validate_json(sig_text)
-            except ValueError as exc:
-                first = str(exc).splitlines()
-                fail(f"{signature} is not a valid signature: {' '.join(first[:3])}")
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "the document"
+                fail(f"{signature} is not a valid signature: {where}: {err['msg']}")
         _register(
             upload,
             name,
