@@ -296,7 +296,8 @@ PYTHON_HELPER = textwrap.dedent(
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[str, Case]]]:
     root = tmp_path_factory.mktemp("tables")
     cases = build_cases(root)
-    with ServerProcess(tmp_path_factory.mktemp("tables-server")) as proc:
+    roots = {"ZEROSERVE_BATCH_ROOTS": json.dumps([str(tmp_path_factory.getbasetemp())])}
+    with ServerProcess(tmp_path_factory.mktemp("tables-server"), env=roots) as proc:
         api = Api(proc.url)
         for case in cases:
             api.register(case.name, case.path, case.sample, **case.form)

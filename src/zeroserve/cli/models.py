@@ -66,7 +66,7 @@ def register(
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"]) or "the document"
-                fail(f"{signature} is not a valid signature: {where}: {err['msg']}")
+                fail(f"signature file {signature} is not a valid signature: {where}: {err['msg']}")
         _register(
             upload,
             name,
