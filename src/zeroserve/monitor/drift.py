@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from zeroserve.monitor.profile import Window
-from zeroserve.monitor.sketch import BinnedSketch, CategoryCounts, Sketch
-from zeroserve.monitor.stats import benjamini_hochberg, chi2_sf, ks_pvalue
+from zeroserve.sketch import BinnedSketch, CategoryCounts, Sketch, ks_statistic, wasserstein
+from zeroserve.stats import benjamini_hochberg, chi2_sf, ks_pvalue
 
 WASSERSTEIN_THRESHOLD = 0.1
 JS_THRESHOLD = 0.1
@@ -68,27 +68,6 @@ class FeatureDrift:
         if not with_hist:
             data.pop("hist")
         return data
-
-
-def _union_grid(a: BinnedSketch, b: BinnedSketch) -> np.ndarray[Any, Any]:
-    lo_a, hi_a, _ = a.bins()
-    lo_b, hi_b, _ = b.bins()
-    return np.unique(np.concatenate((lo_a, hi_a, lo_b, hi_b)))
-
-
-def wasserstein(a: BinnedSketch, b: BinnedSketch) -> float:
-    """W1 = integral of |F_a - F_b|, exact for the piecewise-uniform bin model
-    wherever the two CDFs do not cross inside one grid segment."""
-    grid = _union_grid(a, b)
-    if grid.size < 2:
-        return 0.0
-    mids = (grid[:-1] + grid[1:]) / 2
-    return float(np.sum(np.abs(a.cdf(mids) - b.cdf(mids)) * np.diff(grid)))
-
-
-def ks_statistic(a: BinnedSketch, b: BinnedSketch) -> float:
-    grid = _union_grid(a, b)
-    return float(np.max(np.abs(a.cdf(grid) - b.cdf(grid)))) if grid.size else 0.0
 
 
 def psi(reference: BinnedSketch, live: BinnedSketch, bins: int = PSI_BINS) -> float:

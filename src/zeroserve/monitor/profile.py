@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from zeroserve.monitor.sketch import BinnedSketch, CategoryCounts, Sketch, sketch_from_dict
+from zeroserve.sketch import BinnedSketch, CategoryCounts, Sketch, sketch_from_dict
 from zeroserve.types import Arrays, Signature, TensorSpec
 
 PROFILE_FILE = "profile.json"

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from zeroserve.monitor.drift import DriftThresholds, compare, ks_statistic, psi, wasserstein
+from zeroserve.monitor.drift import DriftThresholds, compare, psi
 from zeroserve.monitor.profile import Profile, build_profile, numeric_profile
-from zeroserve.monitor.sketch import CategoryCounts
+from zeroserve.sketch import CategoryCounts, ks_statistic, wasserstein
 from zeroserve.types import Signature, TensorSpec
 
 SIG = Signature(

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from zeroserve.monitor.sketch import BinnedSketch, CategoryCounts, QuantileSketch, sketch_from_dict
+from zeroserve.sketch import BinnedSketch, CategoryCounts, QuantileSketch, sketch_from_dict
 
 
 def test_quantile_sketch_is_within_relative_accuracy() -> None:

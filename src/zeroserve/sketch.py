@@ -10,6 +10,7 @@
 - ``CategoryCounts``: counts per category, capped, the rest in one ``__other__``.
 
 Each has ``add(values)`` (vectorised), ``merge(other)``, ``to_dict``/``from_dict``.
+Pure NumPy, below every other layer: rollouts (control) and monitoring both use it.
 """
 
 from __future__ import annotations
@@ -287,6 +288,22 @@ class QuantileSketch:
         out = values[np.minimum(idx, values.size - 1)]
         return np.asarray(np.clip(out, self.moments.low, self.moments.high), dtype=np.float64)
 
+    def steps(self) -> tuple[FloatArray, FloatArray]:
+        """(value, fraction) per bucket in ascending order: the sketch as a step CDF."""
+        keys_neg = sorted(self.negative, reverse=True)
+        keys_pos = sorted(self.positive)
+        values = [-self._value(k) for k in keys_neg] + [0.0] + [self._value(k) for k in keys_pos]
+        counts = [self.negative[k] for k in keys_neg] + [self.zeros]
+        counts += [self.positive[k] for k in keys_pos]
+        n = max(self.count, 1)
+        return np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.float64) / n
+
+    def cdf(self, x: FloatArray) -> FloatArray:
+        """P(X <= x), each value taken at its bucket's representative point."""
+        values, mass = self.steps()
+        cum = np.concatenate(([0.0], np.cumsum(mass)))
+        return np.asarray(cum[np.searchsorted(values, x, side="right")], dtype=np.float64)
+
     def fraction_above(self, threshold: float) -> float:
         """The fraction of values above ``threshold`` (to bucket resolution)."""
         n = self.count
@@ -364,6 +381,42 @@ class CategoryCounts:
             counts={str(k): int(v) for k, v in data["counts"].items()},
             max_categories=int(data.get("max", 1000)),
         )
+
+
+def _union_grid(a: BinnedSketch, b: BinnedSketch) -> np.ndarray[Any, Any]:
+    lo_a, hi_a, _ = a.bins()
+    lo_b, hi_b, _ = b.bins()
+    return np.unique(np.concatenate((lo_a, hi_a, lo_b, hi_b)))
+
+
+def wasserstein(a: BinnedSketch, b: BinnedSketch) -> float:
+    """W1 = integral of |F_a - F_b|, exact for the piecewise-uniform bin model
+    wherever the two CDFs do not cross inside one grid segment."""
+    grid = _union_grid(a, b)
+    if grid.size < 2:
+        return 0.0
+    mids = (grid[:-1] + grid[1:]) / 2
+    return float(np.sum(np.abs(a.cdf(mids) - b.cdf(mids)) * np.diff(grid)))
+
+
+def ks_statistic(a: BinnedSketch, b: BinnedSketch) -> float:
+    grid = _union_grid(a, b)
+    return float(np.max(np.abs(a.cdf(grid) - b.cdf(grid)))) if grid.size else 0.0
+
+
+def distance(
+    a: BinnedSketch | QuantileSketch, b: BinnedSketch | QuantileSketch
+) -> tuple[float, float]:
+    """(Wasserstein-1, K-S statistic) between two sketches of one kind."""
+    if isinstance(a, BinnedSketch) and isinstance(b, BinnedSketch):
+        return wasserstein(a, b), ks_statistic(a, b)
+    if isinstance(a, QuantileSketch) and isinstance(b, QuantileSketch):
+        grid = np.unique(np.concatenate((a.steps()[0], b.steps()[0])))
+        if grid.size < 2:
+            return 0.0, 0.0
+        fa, fb = a.cdf(grid), b.cdf(grid)
+        return float(np.sum(np.abs(fa - fb)[:-1] * np.diff(grid))), float(np.max(np.abs(fa - fb)))
+    raise TypeError("distance needs two sketches of the same kind")
 
 
 Sketch = BinnedSketch | QuantileSketch | CategoryCounts
