@@ -37,10 +37,10 @@ from zeroserve.errors import (
     PayloadTooLarge,
     ZeroserveError,
 )
-from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, keep_leased, open_queue
-from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
 from zeroserve.protocols import jsonproto
 from zeroserve.protocols.validation import rows_of
+from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, keep_leased, open_queue
+from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
 
 if TYPE_CHECKING:
     from zeroserve.control.controller import Controller
