@@ -352,10 +352,12 @@ class CategoryCounts:
         return sum(self.counts.values())
 
     def add(self, values: Any) -> None:
-        arr = np.asarray(values, dtype=object).ravel()
+        arr = np.asarray(values).ravel()
         if arr.size == 0:
             return
-        uniques, counts = np.unique(arr.astype(str), return_counts=True)
+        if arr.dtype.kind == "O":
+            arr = arr.astype(str)
+        uniques, counts = np.unique(arr, return_counts=True)
         for value, n in zip(uniques.tolist(), counts.tolist(), strict=True):
             self._bump(str(value), int(n))
 

@@ -113,27 +113,43 @@ def ks_pvalue(d: float, n_a: float, n_b: float) -> float:
     return kolmogorov_sf((root + 0.12 + 0.11 / root) * d)
 
 
-def binomial_kl(p_hat: float, p0: float) -> float:
-    """KL(Bernoulli(p_hat) || Bernoulli(p0)), the exponent of the Chernoff tail bound."""
-    p0 = min(max(p0, 1e-12), 1 - 1e-12)
-
-    def term(a: float, b: float) -> float:
-        return 0.0 if a <= 0 else a * math.log(a / b)
-
-    return term(p_hat, p0) + term(1 - p_hat, 1 - p0)
-
-
 def binomial_upper_pvalue(successes: int, n: int, p0: float) -> float:
-    """An upper bound on P(X >= successes) for X ~ Binomial(n, p0) (Chernoff-Hoeffding).
+    """P(X >= successes) for X ~ Binomial(n, p0), summed exactly in log space.
 
-    Conservative: the true tail is never larger, so a test on it keeps its level.
+    The terms after the first fall geometrically once ``successes`` is above the
+    mean, so the sum stops after a few dozen terms for the tails a test looks at.
     """
-    if n <= 0:
+    if n <= 0 or successes <= 0:
         return 1.0
-    p_hat = successes / n
-    if p_hat <= p0:
+    if successes > n:
+        return 0.0
+    if p0 <= 0:
+        return 0.0
+    if p0 >= 1:
         return 1.0
-    return math.exp(-n * binomial_kl(p_hat, p0))
+    if successes <= n * p0:
+        return (
+            1.0
+            if successes <= n * p0 - 3 * math.sqrt(n * p0 * (1 - p0))
+            else _tail_sum(successes, n, p0)
+        )
+    return _tail_sum(successes, n, p0)
+
+
+def _tail_sum(k: int, n: int, p0: float) -> float:
+    log_pmf = (
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+        + k * math.log(p0) + (n - k) * math.log1p(-p0)
+    )  # fmt: skip
+    term = math.exp(log_pmf)
+    total = term
+    ratio = p0 / (1 - p0)
+    for j in range(k, n):
+        term *= (n - j) / (j + 1) * ratio
+        total += term
+        if term < total * 1e-12 and j > n * p0:
+            break
+    return min(1.0, total)
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
