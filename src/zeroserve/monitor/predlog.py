@@ -1,0 +1,299 @@
+"""The prediction log: sampled rows written as Parquet, off the request path.
+
+``record`` is the only call on the hot path: a random draw against the endpoint's
+sample rate, a size check and a list append (no copies, no I/O, no logging). A
+flush thread turns the buffer into Parquet files in the artifact store every
+``flush_interval_s`` or ``flush_rows``, partitioned the Hive way:
+
+    predictions/endpoint=E/variant=V/date=YYYY-MM-DD/hour=HH/part-<time>-<pid>-<n>.parquet
+
+The buffer is bounded in bytes; a request that would overflow it is not logged
+and counted in ``dropped``. Every gateway process writes its own files.
+Columns: ``request_id, row, ts, endpoint, variant, version, status, latency_ms,
+sample_weight`` (1 / rate), one ``in_<feature>`` column per input feature, one
+``out_<name>`` per output (lists for 2-D outputs), and ``score``/``label``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from zeroserve.errors import BadRequest, require
+from zeroserve.monitor.profile import columns, label_and_score
+from zeroserve.registry.store import ArtifactStore
+from zeroserve.types import Arrays, Signature
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+FEEDBACK = "feedback"
+MAX_BUFFER_BYTES = 64 * 1024 * 1024
+RECENT_IDS = 200_000
+
+
+@dataclass(slots=True)
+class Logged:
+    """One sampled request, held by reference until the next flush."""
+
+    request_id: str
+    ts: float
+    endpoint: str
+    variant: str
+    version: int
+    status: int
+    latency_ms: float
+    weight: float
+    inputs: Arrays
+    outputs: Arrays
+    signature: Signature | None
+
+
+@dataclass
+class LogStats:
+    logged: int = 0
+    dropped: int = 0
+    skipped: int = 0  # not sampled
+    files: int = 0
+    rows_written: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+def partition(kind: str, endpoint: str, ts: float, variant: str | None = None) -> str:
+    when = datetime.fromtimestamp(ts, UTC)
+    parts = [kind, f"endpoint={endpoint}"]
+    if variant is not None:
+        parts.append(f"variant={variant}")
+    parts += [f"date={when:%Y-%m-%d}", f"hour={when:%H}"]
+    return "/".join(parts)
+
+
+@dataclass
+class PredictionLog:
+    """Sampled, bounded, batched Parquet logging of predictions (and feedback)."""
+
+    store: ArtifactStore
+    default_rate: float = 0.0
+    max_buffer_bytes: int = MAX_BUFFER_BYTES
+    flush_interval_s: float = 5.0
+    flush_rows: int = 100_000
+    clock: Callable[[], float] = time.time
+    draw: Callable[[], float] = random.random
+    rates: dict[str, float] = field(default_factory=dict)
+    stats: LogStats = field(default_factory=LogStats)
+
+    def __post_init__(self) -> None:
+        self._buffer: list[Logged] = []
+        self._feedback: list[dict[str, Any]] = []
+        self._bytes = 0
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self.recent: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+
+    # configuration
+    def set_rate(self, endpoint: str, rate: float) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise BadRequest(f"sample rate {rate} is not in [0, 1]; use e.g. 0.1 for 10%")
+        self.rates[endpoint] = rate
+
+    def rate(self, endpoint: str) -> float:
+        return self.rates.get(endpoint, self.default_rate)
+
+    # the hot path
+    def record(
+        self,
+        endpoint: str,
+        variant: str,
+        request_id: str,
+        inputs: Arrays,
+        outputs: Arrays,
+        latency_ms: float,
+        *,
+        status: int = 200,
+        version: int = 0,
+        signature: Signature | None = None,
+    ) -> bool:
+        """Keep this request for the next flush, if sampled and there is room. Never blocks
+        on I/O; returns whether it was kept."""
+        rate = self.rates.get(endpoint, self.default_rate)
+        if rate <= 0.0 or (rate < 1.0 and self.draw() >= rate):
+            self.stats.skipped += 1
+            return False
+        size = sum(a.nbytes for a in inputs.values()) + sum(a.nbytes for a in outputs.values())
+        if self._bytes + size > self.max_buffer_bytes:
+            self.stats.dropped += 1
+            return False
+        now = self.clock()
+        item = Logged(
+            request_id, now, endpoint, variant, version, status, latency_ms, 1.0 / rate,
+            inputs, outputs, signature,
+        )  # fmt: skip
+        self._buffer.append(item)  # list.append is atomic under the GIL
+        self._bytes += size
+        self._rows += 1
+        self.stats.logged += 1
+        recent = self.recent
+        recent[request_id] = (endpoint, variant, now)
+        if len(recent) > RECENT_IDS:
+            recent.popitem(last=False)
+        if self._rows >= self.flush_rows:
+            self._wake.set()
+        return True
+
+    def record_feedback(
+        self, endpoint: str, request_id: str, label: Any, value: float | None
+    ) -> None:
+        with self._lock:
+            self._feedback.append(
+                {
+                    "request_id": request_id,
+                    "ts": self.clock(),
+                    "label": None if label is None else str(label),
+                    "value": value,
+                    "endpoint": endpoint,
+                }
+            )
+        self._wake.set()
+
+    # the flush thread
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="zs-predlog", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # the log must never take the server down
+                self.stats.errors += 1
+                self.stats.last_error = str(exc)
+                log.warning("prediction log flush failed: %s", exc)
+
+    def flush(self) -> int:
+        """Write what is buffered; returns the number of rows written."""
+        with self._lock:
+            buffer, self._buffer = self._buffer, []
+            feedback, self._feedback = self._feedback, []
+            self._bytes = 0
+            self._rows = 0
+        written = 0
+        groups: dict[str, list[Logged]] = {}
+        for item in buffer:
+            groups.setdefault(
+                partition(PREDICTIONS, item.endpoint, item.ts, item.variant), []
+            ).append(item)
+        for key, items in groups.items():
+            written += self._write(key, prediction_table(items))
+        fgroups: dict[str, list[dict[str, Any]]] = {}
+        for row in feedback:
+            fgroups.setdefault(partition(FEEDBACK, row["endpoint"], row["ts"]), []).append(row)
+        for key, rows in fgroups.items():
+            pa = require("pyarrow", "monitor")
+            written += self._write(key, pa.Table.from_pylist(rows))
+        return written
+
+    def _write(self, key: str, table: Any) -> int:
+        pq = require("pyarrow.parquet", "monitor")
+        self._seq += 1
+        name = f"{key}/part-{int(self.clock() * 1000)}-{os.getpid()}-{self._seq}.parquet"
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        self.store.put_bytes(name, sink.getvalue())
+        self.stats.files += 1
+        self.stats.rows_written += table.num_rows
+        return int(table.num_rows)
+
+
+def _column(values: list[np.ndarray[Any, Any]]) -> Any:
+    pa = require("pyarrow", "monitor")
+    arr = np.concatenate(values)
+    if arr.ndim == 1:
+        return pa.array(arr.astype(str) if arr.dtype.kind == "O" else arr)
+    flat = arr.reshape(arr.shape[0], -1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+
+
+def prediction_table(items: list[Logged]) -> Any:
+    """One Arrow table for logged requests of one partition (one row per input row)."""
+    pa = require("pyarrow", "monitor")
+    rows_per = [_rows(item) for item in items]
+    meta: dict[str, Any] = {
+        "request_id": pa.array(np.repeat([i.request_id for i in items], rows_per)),
+        "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in rows_per])),
+        "ts": pa.array(np.repeat([i.ts for i in items], rows_per)),
+        "endpoint": pa.array(np.repeat([i.endpoint for i in items], rows_per)),
+        "variant": pa.array(np.repeat([i.variant for i in items], rows_per)),
+        "version": pa.array(np.repeat([i.version for i in items], rows_per).astype(np.int32)),
+        "status": pa.array(np.repeat([i.status for i in items], rows_per).astype(np.int16)),
+        "latency_ms": pa.array(np.repeat([i.latency_ms for i in items], rows_per)),
+        "sample_weight": pa.array(np.repeat([i.weight for i in items], rows_per)),
+    }
+    # Column sets can differ within a partition only if a request failed (no outputs);
+    # such rows get nulls there.
+    cols: dict[str, list[np.ndarray[Any, Any] | None]] = {}
+    for index, (item, n) in enumerate(zip(items, rows_per, strict=True)):
+        found: dict[str, np.ndarray[Any, Any]] = {}
+        specs = item.signature.inputs if item.signature is not None else []
+        feats = (
+            columns(specs, item.inputs)
+            if specs
+            else {k: v for k, v in item.inputs.items() if v.ndim == 1}
+        )
+        found.update({f"in_{k}": v for k, v in feats.items()})
+        found.update({f"out_{k}": v for k, v in item.outputs.items()})
+        label, score = label_and_score(item.outputs) if item.outputs else (None, None)
+        if score is not None:
+            found["score"] = score
+        if label is not None:
+            found["label"] = np.asarray(label).astype(str)
+        for name, values in found.items():
+            if len(values) != n:
+                continue
+            slot = cols.setdefault(name, [None] * len(items))
+            slot[index] = values
+    for name, parts in cols.items():
+        if all(p is not None for p in parts):
+            meta[name] = _column([p for p in parts if p is not None])
+        else:
+            pieces = [
+                p if p is not None else np.full(n, np.nan)
+                for p, n in zip(parts, rows_per, strict=True)
+            ]
+            try:
+                meta[name] = _column(pieces)
+            except ValueError:
+                continue  # shapes differ between requests: leave the column out
+    return pa.table(meta)
+
+
+def _rows(item: Logged) -> int:
+    for arr in item.inputs.values():
+        return int(arr.shape[0]) if arr.ndim else 1
+    return 1
