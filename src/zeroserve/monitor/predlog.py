@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from zeroserve.errors import BadRequest, require
-from zeroserve.monitor.profile import columns, label_and_score
+from zeroserve.monitor.profile import columns
+from zeroserve.outputs import label_and_score
 from zeroserve.registry.store import ArtifactStore
 from zeroserve.types import Arrays, Signature
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from zeroserve.outputs import label_and_score
 from zeroserve.sketch import BinnedSketch, CategoryCounts, Sketch, sketch_from_dict
 from zeroserve.types import Arrays, Signature, TensorSpec
 
@@ -49,36 +50,6 @@ def columns(specs: list[TensorSpec], arrays: Arrays) -> dict[str, np.ndarray[Any
         elif arr.ndim == 1 and len(names) == 1:
             out[names[0]] = arr
     return out
-
-
-def label_and_score(
-    outputs: Arrays,
-) -> tuple[np.ndarray[Any, Any] | None, np.ndarray[Any, Any] | None]:
-    """The predicted label and a scalar score per row, whatever the output names.
-
-    Classifiers (a 2-D probability output): the score is P(class 1) for two classes,
-    else the top probability; the label is the label output or the arg-max.
-    Regressors (one 1-D numeric output): the score is the prediction, no label.
-    """
-    label = score = None
-    for arr in outputs.values():
-        if arr.ndim == 2 and arr.shape[1] >= 2 and arr.dtype.kind == "f":
-            score = arr[:, 1] if arr.shape[1] == 2 else arr.max(axis=1)
-            if label is None:
-                label = arr.argmax(axis=1)
-    for name, arr in outputs.items():
-        if arr.ndim == 1 and (arr.dtype.kind in "iubOUS" or name == "label"):
-            label = arr
-            break
-    if score is None:
-        for arr in outputs.values():
-            if arr.ndim == 1 and arr.dtype.kind == "f":
-                score = arr
-                break
-            if arr.ndim == 2 and arr.shape[1] == 1 and arr.dtype.kind == "f":
-                score = arr[:, 0]
-                break
-    return label, score
 
 
 def numeric_profile(values: np.ndarray[Any, Any], bins: int = QUANTILE_BINS) -> BinnedSketch:

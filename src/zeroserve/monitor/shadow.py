@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from zeroserve.monitor.profile import label_and_score
+from zeroserve.outputs import label_and_score
 from zeroserve.sketch import QuantileSketch
 from zeroserve.stats import wilson
 from zeroserve.types import Arrays
