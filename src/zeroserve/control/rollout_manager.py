@@ -24,6 +24,7 @@ from zeroserve.control.rollout_tables import RolloutRow
 from zeroserve.control.traffic import reweigh, with_variant
 from zeroserve.errors import BadRequest, Conflict, NotFound
 from zeroserve.registry.registry import Registry
+from zeroserve.stats import finite
 from zeroserve.types import EndpointSpec, Stage
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ DriftCheck = Callable[[str, str], Awaitable[tuple[str, ...]]]
 
 
 def row_dict(row: RolloutRow) -> dict[str, Any]:
+    return finite(_row_dict(row))  # type: ignore[no-any-return]
+
+
+def _row_dict(row: RolloutRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "endpoint": row.endpoint,

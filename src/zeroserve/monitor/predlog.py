@@ -129,10 +129,13 @@ class PredictionLog:
         status: int = 200,
         version: int = 0,
         signature: Signature | None = None,
+        rate: float | None = None,
     ) -> bool:
         """Keep this request for the next flush, if sampled and there is room. Never blocks
-        on I/O; returns whether it was kept."""
-        rate = self.rates.get(endpoint, self.default_rate)
+        on I/O; returns whether it was kept. ``rate`` overrides the endpoint's rate (the
+        data plane passes ``spec.monitoring.log_sample_rate``)."""
+        if rate is None:
+            rate = self.rates.get(endpoint, self.default_rate)
         if rate <= 0.0 or (rate < 1.0 and self.draw() >= rate):
             self.stats.skipped += 1
             return False
@@ -158,12 +161,13 @@ class PredictionLog:
         return True
 
     def record_feedback(
-        self, endpoint: str, request_id: str, label: Any, value: float | None
+        self, endpoint: str, request_id: str, label: Any, value: float | None, row: int = 0
     ) -> None:
         with self._lock:
             self._feedback.append(
                 {
                     "request_id": request_id,
+                    "row": row,
                     "ts": self.clock(),
                     "label": None if label is None else str(label),
                     "value": value,

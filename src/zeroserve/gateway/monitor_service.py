@@ -1,0 +1,278 @@
+"""The monitoring side of the server in one object: prediction log, live windows,
+shadow queue, rollout manager, and the reports built from them.
+
+``MonitorService.install`` is the whole wiring the composition root needs (see
+``gateway/monitor_api.py`` for the routes); the data-plane hooks are methods here
+(``after_answer``) so the request path calls one function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Gauge
+
+from zeroserve.control.rollout_manager import RolloutManager
+from zeroserve.control.rollout_stats import OutcomeRecorder
+from zeroserve.errors import NotFound
+from zeroserve.monitor.abtest import ab_report
+from zeroserve.monitor.drift import DriftThresholds
+from zeroserve.monitor.live import LiveWindows
+from zeroserve.monitor.predlog import PredictionLog
+from zeroserve.monitor.profile import PROFILE_FILE, Profile, write_profile
+from zeroserve.monitor.query import connect
+from zeroserve.monitor.report import drift_report
+from zeroserve.monitor.shadow import ShadowQueue
+from zeroserve.registry.registry import Registry
+from zeroserve.types import Arrays, EndpointSpec, Signature
+
+log = logging.getLogger(__name__)
+FEEDBACK_RETENTION_S = 7 * 86400
+
+
+class MonitorService:
+    def __init__(
+        self,
+        registry: Registry,
+        apply: Any,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+        shadow_send: Any = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.predlog = PredictionLog(registry.store, clock=clock)
+        self.live = LiveWindows(clock=clock)
+        self.recorder = OutcomeRecorder()
+        self.rollouts = RolloutManager(
+            registry, apply, self.recorder, clock=clock, drift=self.canary_drift
+        )
+        self.shadows = ShadowQueue(shadow_send) if shadow_send is not None else None
+        self._profiles: dict[tuple[str, int], Profile | None] = {}
+        r = metrics_registry
+        self.drift_gauge = Gauge(
+            "zeroserve_drift_score",
+            "Drift of a feature's live window from the version's reference (normed "
+            "Wasserstein or Jensen-Shannon)",
+            ["endpoint", "variant", "feature"],
+            registry=r,
+        )
+        self.drifted_gauge = Gauge(
+            "zeroserve_drift_features_drifted",
+            "Features over their drift threshold",
+            ["endpoint", "variant"],
+            registry=r,
+        )
+        self.log_dropped = Gauge(
+            "zeroserve_prediction_log_dropped", "Logged requests dropped (buffer full)", registry=r
+        )
+        registry.on_register.append(write_profile)
+
+    # lifecycle
+    def start(self) -> None:
+        self.predlog.start()
+        if self.shadows is not None:
+            self.shadows.start()
+
+    async def stop(self) -> None:
+        if self.shadows is not None:
+            await self.shadows.stop()
+        await asyncio.to_thread(self.predlog.stop)
+
+    def managers(self) -> list[tuple[str, float, Any]]:
+        """Controller managers: (name, interval_s, coroutine function)."""
+        return [("rollouts", 0.25, self.rollouts.tick), ("drift-gauges", 60.0, self.refresh_gauges)]
+
+    # the request path
+    def after_answer(
+        self,
+        spec: EndpointSpec,
+        variant: str,
+        version: int,
+        signature: Signature,
+        request_id: str,
+        inputs: Arrays,
+        outputs: Arrays | None,
+        status: int,
+        latency_ms: float,
+    ) -> None:
+        """Everything monitoring needs from one answered request. Appends only."""
+        self.recorder.observe(spec.name, variant, status, latency_ms, outputs)
+        if outputs is not None:
+            self.live.observe(spec.name, variant, inputs, outputs)
+            rate = spec.monitoring.log_sample_rate
+            if rate > 0:
+                self.predlog.record(
+                    spec.name, variant, request_id, inputs, outputs, latency_ms,
+                    status=status, version=version, signature=signature, rate=rate,
+                )  # fmt: skip
+
+    # profiles and drift
+    def profile(self, model: str, version: int) -> Profile | None:
+        key = (model, version)
+        if key not in self._profiles:
+            store_key = f"models/{model}/{version}/{PROFILE_FILE}"
+            if self.registry.store.exists(store_key):
+                with self.registry.store.open(store_key) as fh:
+                    self._profiles[key] = Profile.from_dict(json.loads(fh.read()))
+            else:
+                self._profiles[key] = None
+        return self._profiles[key]
+
+    def watch(self, spec: EndpointSpec) -> None:
+        """Keep live windows for every variant of ``spec`` that has a profile."""
+        for v in spec.variants:
+            profile = self.profile(v.model, v.version)
+            if profile is not None:
+                version = self.registry.get_version(v.model, v.version)
+                self.live.watch(spec.name, v.name, profile, version.signature)
+
+    async def canary_drift(self, endpoint: str, variant: str) -> tuple[str, ...]:
+        spec = await asyncio.to_thread(self.registry.get_endpoint, endpoint)
+        await asyncio.to_thread(self.watch, spec)
+        await asyncio.to_thread(self.live.fold)
+        t = DriftThresholds(
+            wasserstein=spec.monitoring.drift_threshold,
+            jensen_shannon=spec.monitoring.drift_threshold,
+        )
+        results = await asyncio.to_thread(self.live.drift, endpoint, variant, t)
+        return tuple(r.feature for r in results if r.drifted)
+
+    async def refresh_gauges(self) -> None:
+        specs = await asyncio.to_thread(self.registry.list_endpoints)
+        for spec in specs:
+            await asyncio.to_thread(self.watch, spec)
+        await asyncio.to_thread(self.live.fold)
+        for endpoint, variant in self.live.watched():
+            results = await asyncio.to_thread(self.live.drift, endpoint, variant)
+            for r in results:
+                self.drift_gauge.labels(endpoint, variant, r.feature).set(r.score)
+            self.drifted_gauge.labels(endpoint, variant).set(sum(r.drifted for r in results))
+        self.log_dropped.set(self.predlog.stats.dropped)
+
+    def drift(self, endpoint: str, window_s: float, variant: str | None) -> dict[str, Any]:
+        spec = self.registry.get_endpoint(endpoint)
+        variants = [v for v in spec.variants if variant in (None, v.name)]
+        if not variants:
+            raise NotFound(f"endpoint {endpoint!r} has no variant {variant!r}")
+        self.predlog.flush()
+        now = self.clock()
+        t = DriftThresholds(
+            wasserstein=spec.monitoring.drift_threshold,
+            jensen_shannon=spec.monitoring.drift_threshold,
+        )
+        reports = []
+        for v in variants:
+            profile = self.profile(v.model, v.version)
+            if profile is None:
+                reports.append(
+                    {"variant": v.name, "error": f"{v.model}:{v.version} has no reference profile; "
+                     "register it with --sample to get drift reports"}
+                )  # fmt: skip
+                continue
+            reports.append(
+                drift_report(profile, self.registry.store, endpoint, variant=v.name,
+                             since_ts=now - window_s, until_ts=now + 1, thresholds=t)
+            )  # fmt: skip
+        return {"endpoint": endpoint, "window_s": window_s, "variants": reports}
+
+    # feedback and A/B
+    def feedback(self, endpoint: str, request_id: str, outcomes: list[Any]) -> dict[str, Any]:
+        self.registry.get_endpoint(endpoint)
+        known = self.predlog.recent.get(request_id)
+        if (known is None or known[0] != endpoint) and not self._logged(endpoint, request_id):
+            raise NotFound(
+                f"unknown or expired request id {request_id!r} for endpoint {endpoint!r}: "
+                "feedback joins requests in the prediction log (raise the endpoint's "
+                "log_sample_rate to log more of them; ids expire after 7 days)"
+            )
+        for row, outcome in enumerate(outcomes):
+            value = (
+                float(outcome)
+                if isinstance(outcome, int | float) and not isinstance(outcome, bool)
+                else None
+            )
+            label = int(outcome) if isinstance(outcome, bool) else outcome
+            self.predlog.record_feedback(endpoint, request_id, label, value, row=row)
+        return {"request_id": request_id, "accepted": len(outcomes)}
+
+    def _logged(self, endpoint: str, request_id: str) -> bool:
+        self.predlog.flush()
+        try:
+            con = connect(self.registry.store, endpoint, self.clock() - FEEDBACK_RETENTION_S)
+        except NotFound:
+            return False
+        try:
+            found = con.execute(
+                "SELECT count(*) FROM predictions WHERE request_id = ?", [request_id]
+            ).fetchone()
+        finally:
+            con.close()
+        return bool(found and found[0])
+
+    def ab(self, endpoint: str, window_s: float) -> dict[str, Any]:
+        spec = self.registry.get_endpoint(endpoint)
+        self.predlog.flush()
+        con = connect(self.registry.store, endpoint, self.clock() - window_s)
+        try:
+            counts = dict(
+                con.execute(
+                    "SELECT variant, count(DISTINCT request_id) FROM predictions GROUP BY 1"
+                ).fetchall()
+            )
+            cols = {d[0] for d in con.execute("SELECT * FROM predictions LIMIT 0").description}
+            label = "p.label" if "label" in cols else "NULL"
+            score = "p.score" if "score" in cols else "NULL"
+            rows = con.execute(
+                f"SELECT p.variant, {label}, {score}, f.label, f.value FROM predictions p "
+                "JOIN feedback f ON p.request_id = f.request_id AND p.row = f.row"
+            ).fetchall()
+        finally:
+            con.close()
+        arms: dict[str, dict[str, Any]] = {}
+        by: dict[str, list[tuple[Any, ...]]] = {}
+        for r in rows:
+            by.setdefault(str(r[0]), []).append(r)
+        for variant, items in by.items():
+            if items[0][1] is not None:
+                arms[variant] = {
+                    "y": np.array([str(i[3]) for i in items]),
+                    "label": np.array([str(i[1]) for i in items]),
+                    "score": None
+                    if items[0][2] is None
+                    else np.array([float(i[2]) for i in items]),
+                }
+                if arms[variant]["score"] is None:
+                    arms[variant].pop("score")
+            else:
+                arms[variant] = {
+                    "y": np.array([math.nan if i[4] is None else float(i[4]) for i in items]),
+                    "prediction": np.array([float(i[2]) for i in items]),
+                }
+        order = [v.name for v in spec.variants if v.name in arms]
+        arms = {v: arms[v] for v in order + [v for v in arms if v not in order]}
+        report = ab_report(
+            arms,
+            {str(k): int(v) for k, v in counts.items()},
+            {v.name: v.weight for v in spec.variants},
+        )
+        report["endpoint"] = endpoint
+        report["joined_rows"] = len(rows)
+        return report
+
+    def shadow(self, endpoint: str) -> dict[str, Any]:
+        spec = self.registry.get_endpoint(endpoint)
+        shadows = self.shadows.report(endpoint) if self.shadows is not None else {}
+        return {
+            "endpoint": endpoint,
+            "shadow": spec.shadow.name if spec.shadow else None,
+            "rate": spec.monitoring.shadow_rate,
+            "comparisons": shadows,
+        }
