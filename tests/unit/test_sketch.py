@@ -84,3 +84,16 @@ def test_category_counts_cap_to_other() -> None:
     other.add(np.array(["d", "a"], dtype=object))
     c.merge(other)
     assert c.counts == {"a": 3, "b": 1, "__other__": 2}
+
+
+def test_float32_values_fall_in_the_same_bins_as_float64() -> None:
+    rng = np.random.default_rng(5)
+    edges = np.sort(rng.normal(size=101))
+    values = rng.normal(size=20_000).astype(np.float32)
+    # Values exactly at float32-rounded edges are where a naive cast would differ.
+    values[:101] = edges.astype(np.float32)
+    as32, as64 = BinnedSketch(edges), BinnedSketch(edges)
+    as32.add(values)
+    as64.add(values.astype(np.float64))
+    assert as32.counts.tolist() == as64.counts.tolist()
+    assert as32.moments.total == pytest.approx(as64.moments.total)

@@ -209,12 +209,12 @@ class PredictionLog:
             self._bytes = 0
             self._rows = 0
         written = 0
-        groups: dict[str, list[Logged]] = {}
+        hours: dict[tuple[str, str, int], list[Logged]] = {}
         for item in buffer:
-            groups.setdefault(
-                partition(PREDICTIONS, item.endpoint, item.ts, item.variant), []
-            ).append(item)
-        for key, items in groups.items():
+            # Group by hour first: formatting a partition per row costs microseconds.
+            hours.setdefault((item.endpoint, item.variant, int(item.ts // 3600)), []).append(item)
+        for (endpoint, variant, hour), items in hours.items():
+            key = partition(PREDICTIONS, endpoint, hour * 3600.0, variant)
             written += self._write(key, prediction_table(items))
         fgroups: dict[str, list[dict[str, Any]]] = {}
         for row in feedback:
@@ -248,54 +248,62 @@ def _column(values: list[np.ndarray[Any, Any]]) -> Any:
 def prediction_table(items: list[Logged]) -> Any:
     """One Arrow table for logged requests of one partition (one row per input row)."""
     pa = require("pyarrow", "monitor")
-    rows_per = [_rows(item) for item in items]
+    rows_per = np.fromiter((_rows(item) for item in items), dtype=np.int64, count=len(items))
+    total = int(rows_per.sum())
+    single = bool(np.all(rows_per == 1))
+
+    def per_row(values: list[Any], dtype: Any) -> Any:
+        arr = np.asarray(values, dtype=dtype)
+        return pa.array(arr if single else np.repeat(arr, rows_per))
+
+    ids = [i.request_id for i in items]
+    if not single:
+        ids = [v for v, n in zip(ids, rows_per.tolist(), strict=True) for _ in range(n)]
+    rows = (
+        np.zeros(total, dtype=np.int32)
+        if single
+        else np.concatenate([np.arange(n, dtype=np.int32) for n in rows_per.tolist()])
+    )
     meta: dict[str, Any] = {
-        "request_id": pa.array(np.repeat([i.request_id for i in items], rows_per)),
-        "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in rows_per])),
-        "ts": pa.array(np.repeat([i.ts for i in items], rows_per)),
-        "endpoint": pa.array(np.repeat([i.endpoint for i in items], rows_per)),
-        "variant": pa.array(np.repeat([i.variant for i in items], rows_per)),
-        "version": pa.array(np.repeat([i.version for i in items], rows_per).astype(np.int32)),
-        "status": pa.array(np.repeat([i.status for i in items], rows_per).astype(np.int16)),
-        "latency_ms": pa.array(np.repeat([i.latency_ms for i in items], rows_per)),
-        "sample_weight": pa.array(np.repeat([i.weight for i in items], rows_per)),
+        "request_id": pa.array(ids, pa.string()),
+        "row": pa.array(rows),
+        "ts": per_row([i.ts for i in items], np.float64),
+        "endpoint": pa.array([items[0].endpoint] * total, pa.string()),
+        "variant": pa.array([items[0].variant] * total, pa.string()),
+        "version": per_row([i.version for i in items], np.int32),
+        "status": per_row([i.status for i in items], np.int16),
+        "latency_ms": per_row([i.latency_ms for i in items], np.float64),
+        "sample_weight": per_row([i.weight for i in items], np.float64),
     }
-    # Column sets can differ within a partition only if a request failed (no outputs);
-    # such rows get nulls there.
-    cols: dict[str, list[np.ndarray[Any, Any] | None]] = {}
-    for index, (item, n) in enumerate(zip(items, rows_per, strict=True)):
-        found: dict[str, np.ndarray[Any, Any]] = {}
-        specs = item.signature.inputs if item.signature is not None else []
-        feats = (
-            columns(specs, item.inputs)
-            if specs
-            else {k: v for k, v in item.inputs.items() if v.ndim == 1}
-        )
-        found.update({f"in_{k}": v for k, v in feats.items()})
-        found.update({f"out_{k}": v for k, v in item.outputs.items()})
-        label, score = label_and_score(item.outputs) if item.outputs else (None, None)
-        if score is not None:
-            found["score"] = score
-        if label is not None:
-            found["label"] = np.asarray(label).astype(str)
-        for name, values in found.items():
-            if len(values) != n:
-                continue
-            slot = cols.setdefault(name, [None] * len(items))
-            slot[index] = values
-    for name, parts in cols.items():
-        if all(p is not None for p in parts):
-            meta[name] = _column([p for p in parts if p is not None])
-        else:
-            pieces = [
-                p if p is not None else np.full(n, np.nan)
-                for p, n in zip(parts, rows_per, strict=True)
-            ]
-            try:
-                meta[name] = _column(pieces)
-            except ValueError:
-                continue  # shapes differ between requests: leave the column out
+    # One concatenation per tensor for the whole partition, then columns from that:
+    # per-request work here would cost more than the requests themselves.
+    first = items[0]
+    specs = first.signature.inputs if first.signature is not None else []
+    inputs = _concat([i.inputs for i in items])
+    outputs = _concat([i.outputs for i in items])
+    feats = columns(specs, inputs) if specs else {k: v for k, v in inputs.items() if v.ndim == 1}
+    found: dict[str, np.ndarray[Any, Any]] = {f"in_{k}": v for k, v in feats.items()}
+    found.update({f"out_{k}": v for k, v in outputs.items()})
+    label, score = label_and_score(outputs) if outputs else (None, None)
+    if score is not None:
+        found["score"] = score
+    if label is not None:
+        found["label"] = np.asarray(label).astype(str)
+    for name, values in found.items():
+        if len(values) == total:
+            meta[name] = _column([values])
     return pa.table(meta)
+
+
+def _concat(parts: list[Arrays]) -> Arrays:
+    """Tensors present in every part with matching trailing shapes, concatenated."""
+    out: Arrays = {}
+    for name in parts[0]:
+        try:
+            out[name] = np.concatenate([p[name] for p in parts])
+        except (KeyError, ValueError):
+            continue  # missing in some requests, or shapes differ: not logged
+    return out
 
 
 def _rows(item: Logged) -> int:
