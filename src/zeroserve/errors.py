@@ -21,8 +21,10 @@ JSON response in one place; anything else becomes a 500 without a stack trace.
     ├── PayloadTooLarge (413)
     ├── TooManyRequests (429)           queue full; carries Retry-After
     ├── MissingExtra (500)              an optional dependency is not installed
+    ├── BadModelOutput (502)            the model answered with the wrong shape or rows
     └── ServiceUnavailable (503)
         ├── ReplicaCrashed              the worker died holding the request
+        ├── ReplicaHung                 the worker missed its batch deadline and was replaced
         ├── NoReplicaAvailable          could not start a replica in time
         └── RequestTimeout (504)
 """
@@ -153,6 +155,10 @@ class ReplicaCrashed(ServiceUnavailable):
     code = "replica_crashed"
 
 
+class ReplicaHung(ServiceUnavailable):
+    code = "replica_hung"
+
+
 class NoReplicaAvailable(ServiceUnavailable):
     code = "no_replica_available"
 
@@ -167,6 +173,13 @@ class ModelError(ZeroserveError):
 
     status_code = 422
     code = "model_error"
+
+
+class BadModelOutput(ZeroserveError):
+    """The model answered, but not with one output row per input row (a bug in the model)."""
+
+    status_code = 502
+    code = "bad_model_output"
 
 
 def require(module: str, extra: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
@@ -66,11 +66,87 @@ class Settings(BaseSettings):
         default_factory=list, description="local directories async input_uri may point into"
     )
     replica_start_timeout_s: float = Field(60.0, gt=0)
+    backend: Literal["local"] = Field(
+        "local", description="where replicas run: local (forked on this machine)"
+    )
+    batch_deadline_s: float = Field(
+        60.0,
+        gt=0,
+        description="a replica that takes longer than this on one batch is killed as hung "
+        "and replaced; its requests get a 503 that says so",
+    )
+    autoscale_interval_s: float = Field(0.25, gt=0, description="autoscaler cadence")
+    memory_check_interval_s: float = Field(
+        0.25, gt=0, description="cadence of the replica memory-limit check"
+    )
+    deploy_retry_max_s: float = Field(
+        60.0, gt=0, description="longest wait between retries of an endpoint that failed to start"
+    )
     zygote_evict_below_mb: float = Field(
         512.0, ge=0, description="evict idle zygotes when free memory falls below this"
     )
     log_level: str = Field("info")
     log_json: bool = Field(True, description="structured JSON logs")
+    # artifact trust (see docs/security.md)
+    allow_trusted_code: bool = Field(
+        True,
+        description="allow registering artifacts with trust (pickle, joblib, python models, "
+        "skops files with unreviewed types); false on shared servers",
+    )
+    max_upload_mb: float = Field(2048.0, gt=0, description="largest model or sample upload")
+    sandbox_memory_mb: int = Field(
+        4096, ge=64, description="address-space limit of the child that inspects an artifact"
+    )
+    sandbox_cpu_s: int = Field(600, ge=1, description="CPU-time limit of that child")
+    sandbox_file_mb: int = Field(
+        8192, ge=1, description="largest file that child may write (RLIMIT_FSIZE)"
+    )
+    sandbox_env_passthrough: list[str] = Field(
+        default_factory=list,
+        description="environment variables model code may see beyond the safe defaults "
+        "(e.g. AWS_PROFILE); API keys and cloud credentials are removed otherwise",
+    )
+    sandbox_user: str | None = Field(
+        None,
+        description="when the server runs as root, inspect artifacts as this user (e.g. "
+        "nobody), so model code cannot read the data directory",
+    )
+    # egress (async input_uri, batch URIs, webhooks)
+    egress_schemes: list[str] = Field(
+        default_factory=lambda: ["file", "s3", "gs", "gcs", "az", "abfs", "abfss"],
+        description="fsspec schemes input_uri and batch URIs may use; every layer of a "
+        "chained URL (simplecache::...) must be listed",
+    )
+    egress_buckets: list[str] = Field(
+        default_factory=list,
+        description="object-store buckets input_uri and batch URIs may name, besides the "
+        "artifact store's own",
+    )
+    egress_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts webhooks and http(s) inputs may reach ('*.example.com' allowed); "
+        "empty: any public host",
+    )
+    egress_private_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) webhooks and http(s) inputs may reach although they are "
+        "loopback, private or link-local, e.g. 127.0.0.0/8 for a local receiver",
+    )
+    batch_roots: list[str] = Field(
+        default_factory=list,
+        description="local directories batch runs may read from and write to, besides data_dir",
+    )
+    # job lifecycle
+    job_retention_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="finished async jobs, their payloads, results and webhook rows are "
+        "deleted this long after they finish",
+    )
+    job_purge_interval_s: float = Field(300.0, gt=0, description="how often the purge runs")
+    max_queued_jobs: int = Field(
+        10_000, ge=1, description="queued async jobs per endpoint; beyond it submissions get 429"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Open Inference Protocol datatypes <-> numpy dtypes.
 OIP_TO_NUMPY: dict[str, str] = {
@@ -100,6 +100,8 @@ class Signature(BaseModel):
 class ScalingSpec(BaseModel):
     """How many replicas a variant runs and when it scales."""
 
+    model_config = ConfigDict(validate_assignment=True)
+
     min_replicas: Annotated[int, Field(ge=0)] = 1
     max_replicas: Annotated[int, Field(ge=1)] = 2
     provisioned: Annotated[int, Field(ge=0, description="replicas kept warm at all times")] = 0
@@ -115,6 +117,19 @@ class ScalingSpec(BaseModel):
     idle_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     scale_down_delay_s: Annotated[float, Field(ge=0)] = 30.0
 
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas "
+                f"({self.max_replicas}); raise max_replicas or lower min_replicas"
+            )
+        if self.provisioned > self.max_replicas:
+            raise ValueError(
+                f"provisioned ({self.provisioned}) is above max_replicas ({self.max_replicas})"
+            )
+        return self
+
 
 class VariantSpec(BaseModel):
     """A model version with a traffic weight and its resources."""
@@ -128,6 +143,13 @@ class VariantSpec(BaseModel):
     memory_limit_mb: Annotated[int, Field(ge=16)] | None = None
     max_concurrency: Annotated[int, Field(ge=1)] = 1
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+
+    @property
+    def target_concurrency(self) -> float:
+        """In-flight requests per replica the autoscaler aims at."""
+        if self.scaling.target_concurrency is not None:
+            return self.scaling.target_concurrency
+        return max(1.0, self.max_batch_size / 2)
 
 
 class MonitoringSpec(BaseModel):
@@ -159,6 +181,24 @@ class EndpointSpec(BaseModel):
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_concurrency: Annotated[int, Field(ge=1)] | None = None
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+
+    @model_validator(mode="after")
+    def _mode_fits_scaling(self) -> EndpointSpec:
+        if not self.variants:
+            raise ValueError("an endpoint needs at least one variant")
+        names = [v.name for v in self.variants] + ([self.shadow.name] if self.shadow else [])
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        if sum(v.weight for v in self.variants) <= 0:
+            raise ValueError("variant weights must add up to more than 0")
+        if self.mode == Mode.REALTIME:
+            for v in self.variants:
+                if v.scaling.min_replicas < 1:
+                    raise ValueError(
+                        f"realtime endpoints keep at least one warm replica, but variant "
+                        f"{v.name!r} has min_replicas 0; use mode serverless to scale to zero"
+                    )
+        return self
 
     def variant(self, name: str) -> VariantSpec | None:
         for v in self.variants:
@@ -204,3 +244,27 @@ class UsageRecord:
     bytes_out: int
     cold_starts: int = 0
     """Batches that held a request which waited for a replica to start (0 or 1 per batch)."""
+
+
+class WindowStats(BaseModel):
+    """Outcomes of one variant over one window (the last 10 s, 1 min or 5 min)."""
+
+    window_s: int
+    requests: int
+    errors: int = Field(description="answers with a 5xx status")
+    client_errors: int = Field(description="answers with a 4xx status")
+    error_rate: float = Field(description="errors / requests")
+    requests_per_s: float
+    p50_ms: float | None = Field(description="median latency, failures included")
+    p99_ms: float | None
+    by_status: dict[str, int]
+    by_cause: dict[str, int] = Field(description="error codes, e.g. model_error, replica_crashed")
+
+
+class VariantStats(BaseModel):
+    """One variant's (or the shadow's) outcomes in every window."""
+
+    endpoint: str
+    variant: str
+    role: str = Field(description="primary or shadow")
+    windows: dict[str, WindowStats]

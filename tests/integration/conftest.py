@@ -45,6 +45,14 @@ class Api:
         status = self.endpoint(endpoint)["status"]
         return [r["pid"] for v in status["variants"] for r in v["replicas"]]
 
+    def idle(self, endpoint: str) -> bool:
+        """Nothing queued, in flight or running on a replica of ``endpoint``."""
+        status = self.endpoint(endpoint)["status"]
+        return status["in_flight"] == 0 and all(
+            v["queued"] == 0 and v["in_flight"] == 0 and not any(r["busy"] for r in v["replicas"])
+            for v in status["variants"]
+        )
+
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
         for line in self.http.get("/metrics").text.splitlines():

@@ -134,13 +134,19 @@ def describe(name: str) -> None:
     console.print(
         f"[bold]{spec['name']}[/bold]  mode={spec['mode']}  "
         f"timeout={spec['request_timeout_s']:g}s  "
-        f"max_concurrency={spec.get('max_concurrency') or '-'}"
+        f"max_concurrency={spec.get('max_concurrency') or '-'}  "
+        f"state={status.get('state', '?')}"
     )
+    if status.get("error"):
+        console.print(
+            f"[red]failed[/red] (attempt {status.get('attempts')}, retrying in "
+            f"{status.get('retry_in_s')} s): {status['error']}"
+        )
     table = Table(show_edge=False)
     for col in (
         "variant",
         "model",
-        "replicas (pids)",
+        "replicas",
         "target",
         "queued",
         "in flight",
@@ -156,7 +162,7 @@ def describe(name: str) -> None:
         table.add_row(
             v["name"],
             f"{v['model']}:{v['version']}",
-            ", ".join(str(r["pid"]) for r in p.get("replicas", [])) or "0",
+            ", ".join(str(r.get("pid", r["address"])) for r in p.get("replicas", [])) or "0",
             str(p.get("target_replicas", "?")),
             str(p.get("queued", 0)),
             str(p.get("in_flight", 0)),
@@ -166,30 +172,32 @@ def describe(name: str) -> None:
             f"target {s['target_concurrency'] or 'auto'}/replica",
         )
     console.print(table)
-    _print_metrics(name)
+    _print_stats(name)
 
 
-def _print_metrics(name: str) -> None:
-    client = Client()
+def _print_stats(name: str) -> None:
+    """Outcomes per variant over the last minute (all gateway processes)."""
     try:
-        text = client.http.get("/metrics").text
+        stats = Client().get(f"/api/endpoints/{name}/stats")
     except httpx.HTTPError:
         return
-    wanted = (
-        "zeroserve_requests_total",
-        "zeroserve_cold_starts_total",
-        "zeroserve_scale_events_total",
-        "zeroserve_replica_crashes_total",
-        "zeroserve_queue_depth",
-        "zeroserve_replicas",
-    )
-    lines = [
-        line
-        for line in text.splitlines()
-        if line.startswith(wanted) and f'endpoint="{name}"' in line
-    ]
-    if lines:
-        console.print("[dim]" + "\n".join(lines) + "[/dim]")
+    table = Table(show_edge=False, title="last minute")
+    for col in ("variant", "role", "requests", "req/s", "5xx rate", "p50 ms", "p99 ms", "errors"):
+        table.add_column(col)
+    for v in stats:
+        w = v["windows"]["1m"]
+        causes = ", ".join(f"{c} {n}" for c, n in w["by_cause"].items()) or "-"
+        table.add_row(
+            v["variant"],
+            v["role"],
+            str(w["requests"]),
+            f"{w['requests_per_s']:.1f}",
+            f"{w['error_rate']:.1%}",
+            "-" if w["p50_ms"] is None else f"{w['p50_ms']:.2f}",
+            "-" if w["p99_ms"] is None else f"{w['p99_ms']:.2f}",
+            causes,
+        )
+    console.print(table)
 
 
 @app.command()

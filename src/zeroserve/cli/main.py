@@ -59,7 +59,14 @@ def up(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    serve(settings, access_log=access_log)
+    from zeroserve.integrity import StateCorrupted, secure_data_dir
+
+    secure_data_dir(settings.data_dir)  # 0700, and umask 077 for every file we write
+    try:
+        serve(settings, access_log=access_log)
+    except StateCorrupted as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(3) from None
 
 
 @app.command()

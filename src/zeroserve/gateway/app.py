@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -17,33 +15,25 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from zeroserve import __version__
+from zeroserve.backends import create_backend
 from zeroserve.control.controller import Controller
 from zeroserve.cost import api as cost_api
 from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import batch_api, control_api, jobs_api, v2
+from zeroserve.gateway import batch_api, control_api, jobs_api
 from zeroserve.gateway.dataplane import DataPlane, key_digest
+from zeroserve.gateway.inference import AsyncProtocol, JsonProtocol, V2Protocol
 from zeroserve.gateway.peers import GatewayPeers
+from zeroserve.gateway.state import ServerState
 from zeroserve.jobs.async_service import AsyncService
 from zeroserve.jobs.batch_service import BatchService
 from zeroserve.metrics import Metrics
+from zeroserve.outcomes import Outcomes
+from zeroserve.protocols import v2
 from zeroserve.registry.registry import Registry
 from zeroserve.settings import Settings
 
 log = logging.getLogger("zeroserve.server")
-
-
-@dataclass
-class ServerState:
-    settings: Settings
-    registry: Registry
-    metrics: Metrics
-    controller: Controller
-    meter: Meter
-    async_service: AsyncService
-    batch_service: BatchService
-    gateway: DataPlane | None = None
-    peers: GatewayPeers | None = None
 
 
 def error_response(exc: ZeroserveError) -> JSONResponse:
@@ -136,12 +126,9 @@ def ops_router() -> APIRouter:
 
     @router.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
-        state = zs(request)
-        wanted = {e.name for e in await asyncio.to_thread(state.registry.list_endpoints)}
-        missing = sorted(wanted - set(state.controller.routes))
-        if missing:
-            return JSONResponse({"status": "starting", "not_ready": missing}, status_code=503)
-        return JSONResponse({"status": "ready", "endpoints": sorted(wanted)})
+        """503 while endpoints load; then 200, listing any that failed (they retry)."""
+        readiness = zs(request).controller.readiness()
+        return JSONResponse(readiness, status_code=503 if readiness["status"] != "ready" else 200)
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -210,24 +197,28 @@ def create_app(
     )
     metrics = Metrics()
     meter = Meter()
-    controller = Controller(registry, settings, metrics, meter)
+    outcomes = Outcomes()
+    controller = Controller(
+        registry,
+        settings,
+        metrics,
+        create_backend(settings.backend, settings.sandbox_env_passthrough),
+        meter,
+    )
     jobs = AsyncService(controller, registry, settings, metrics)
-    controller.queued_jobs = jobs.queued_jobs  # type: ignore[method-assign]
-    controller.extra_managers += [
+    controller.queued_jobs = jobs.queued_jobs
+    controller.managers += [
         ("async-workers", 0.25, jobs.tick),
         ("webhooks", 0.5, jobs.webhooks.deliver_due),
+        ("job-purge", settings.job_purge_interval_s, jobs.purge),
     ]
     batches = BatchService(controller, registry, jobs.queue, settings)
-    controller.extra_managers.append(("batch", 0.5, batches.tick))
-    state = ServerState(settings, registry, metrics, controller, meter, jobs, batches)
-    if peers is not None:
-        listen, control_url, access_log = peers
-        state.peers = GatewayPeers(
-            controller, metrics, meter, settings, listen, control_url, access_log
-        )
+    controller.managers.append(("batch", 0.5, batches.tick))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Managers start here and endpoints load in the background: the port is open
+        # (and /readyz says "loading") while models load.
         await controller.start()
         if state.peers is not None:
             await state.peers.start()
@@ -256,6 +247,22 @@ def create_app(
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
+    gateway = DataPlane(
+        controller,
+        settings,
+        metrics,
+        api,
+        outcomes,
+        [JsonProtocol(), V2Protocol(), AsyncProtocol(jobs)],
+    )
+    state = ServerState(
+        settings, registry, metrics, outcomes, controller, meter, jobs, batches, gateway
+    )
+    if peers is not None:
+        listen, control_url, access_log = peers
+        state.peers = GatewayPeers(
+            controller, metrics, outcomes, meter, settings, listen, control_url, access_log
+        )
     api.state.zs = state
     api.state.session_factory = registry.sessions
     api.state.meter = meter
@@ -267,8 +274,4 @@ def create_app(
     api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(cost_api.router, prefix="/api/cost", dependencies=guard)
     api.include_router(ops_router())
-    gateway = DataPlane(controller, settings, metrics, api)
-    gateway.async_service = jobs
-    gateway.state = state  # type: ignore[attr-defined]
-    state.gateway = gateway
     return gateway

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
-import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from zeroserve.errors import BadRequest, Conflict, InvalidArtifact, ZeroserveError
-from zeroserve.registry.packaging import PackageRequest, PackageResult
+from zeroserve.errors import BadRequest, Conflict, Forbidden, PayloadTooLarge
+from zeroserve.gateway.state import ServerState, server_state
+from zeroserve.registry.inspection import inspect_artifact
+from zeroserve.registry.packaging import PackageRequest
 from zeroserve.settings import Settings
 from zeroserve.types import (
     EndpointSpec,
@@ -26,15 +25,13 @@ from zeroserve.types import (
     Signature,
     Stage,
     VariantSpec,
+    VariantStats,
 )
-
-PACKAGE_TIMEOUT_S = 600
 
 router = APIRouter()
 
 
-def state(request: Request) -> Any:
-    return request.app.state.zs
+state = server_state
 
 
 class StageChange(BaseModel):
@@ -100,17 +97,23 @@ async def register_version(
     ``compile=onnx`` converts a scikit-learn model and checks its outputs.
     """
     zs = state(request)
+    settings: Settings = zs.settings
+    if trust and not settings.allow_trusted_code:
+        raise Forbidden(
+            "this server does not allow trusted code (allow_trusted_code: false); "
+            "register a .skops or .onnx file without --trust instead"
+        )
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+    # Outside the data directory: the packager's working directory is this one.
     with tempfile.TemporaryDirectory(prefix="zs-register-") as tmp:
         work = Path(tmp)
         source = work / "upload" / Path(file.filename or "model.bin").name
         source.parent.mkdir()
-        with source.open("wb") as fh:
-            await asyncio.to_thread(shutil.copyfileobj, file.file, fh)
+        await asyncio.to_thread(copy_capped, file.file, source, limit)
         sample_path = None
         if sample is not None and sample.filename:
             sample_path = work / ("sample" + Path(sample.filename).suffix)
-            with sample_path.open("wb") as fh:
-                await asyncio.to_thread(shutil.copyfileobj, sample.file, fh)
+            await asyncio.to_thread(copy_capped, sample.file, sample_path, limit)
         sig = Signature.model_validate_json(signature) if signature else None
         req = PackageRequest(
             source=source,
@@ -123,7 +126,7 @@ async def register_version(
             compile=compile,
             tolerance=tolerance,
         )
-        result = await run_packager(req)
+        result = await inspect_artifact(req, settings, work)
         return await asyncio.to_thread(
             zs.registry.register_version,
             name,
@@ -136,32 +139,17 @@ async def register_version(
         )
 
 
-async def run_packager(req: PackageRequest) -> PackageResult:
-    """Inspect and package the artifact in a child process (it may be hostile or broken)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "zeroserve.registry.packaging",
-        req.model_dump_json(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), PACKAGE_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        raise InvalidArtifact(f"inspecting the artifact took over {PACKAGE_TIMEOUT_S} s") from None
-    lines = out.decode().strip().splitlines()
-    try:
-        reply = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = err.decode().strip().splitlines()[-1:] or ["no output"]
-        raise InvalidArtifact(f"the artifact could not be inspected: {tail[0]}") from None
-    if not reply["ok"]:
-        error = ZeroserveError(reply["error"])
-        error.status_code, error.code = reply["status"], reply["code"]
-        raise error
-    return PackageResult.model_validate(reply["result"])
+def copy_capped(src: BinaryIO, dest: Path, limit: int) -> None:
+    """Copy an upload to ``dest``; 413 once it passes ``limit`` bytes."""
+    size = 0
+    with dest.open("wb") as out:
+        while chunk := src.read(1024 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"{dest.name} is over the {limit:,}-byte upload limit (ZEROSERVE_MAX_UPLOAD_MB)"
+                )
+            out.write(chunk)
 
 
 @router.get("/models/{name}", response_model=ModelInfo)
@@ -268,10 +256,22 @@ async def put_endpoint(request: Request, spec: EndpointSpec) -> EndpointStatus:
     return await _apply(state(request), spec)
 
 
-async def _apply(zs: Any, spec: EndpointSpec) -> EndpointStatus:
+async def _apply(zs: ServerState, spec: EndpointSpec) -> EndpointStatus:
+    if not zs.settings.allow_trusted_code:
+        await asyncio.to_thread(refuse_trusted, zs.registry, spec)
     await asyncio.to_thread(zs.registry.put_endpoint, spec)
     await zs.controller.apply(spec)
     return EndpointStatus(spec=spec, status=zs.controller.describe(spec.name))
+
+
+def refuse_trusted(registry: Any, spec: EndpointSpec) -> None:
+    """With ``allow_trusted_code: false``, versions registered with trust are not served."""
+    for variant in [*spec.variants, *([spec.shadow] if spec.shadow else [])]:
+        if registry.get_version(variant.model, variant.version).trusted:
+            raise Forbidden(
+                f"{variant.model} v{variant.version} was registered with trust, and this "
+                "server does not allow trusted code (allow_trusted_code: false)"
+            )
 
 
 @router.get("/endpoints", response_model=list[EndpointStatus])
@@ -293,6 +293,21 @@ async def delete_endpoint(request: Request, name: str) -> None:
     zs = state(request)
     await asyncio.to_thread(zs.registry.delete_endpoint, name)
     await zs.controller.remove(name)
+    await zs.async_service.cancel_endpoint(name)
+
+
+@router.get("/endpoints/{name}/stats", response_model=list[VariantStats])
+async def endpoint_stats(request: Request, name: str) -> list[VariantStats]:
+    """Outcomes per variant and for the shadow over the last 10 s, 1 min and 5 min,
+    merged over every gateway process: requests, errors by status and cause, p50/p99."""
+    zs = state(request)
+    route = zs.controller.routes.get(name)
+    if route is None:
+        await asyncio.to_thread(zs.registry.get_endpoint, name)  # 404 when unknown
+    else:  # variants without traffic yet appear too, with zeros
+        for v in route.all_variants():
+            zs.outcomes.for_variant(name, v.spec.name, "shadow" if v is route.shadow else "primary")
+    return zs.outcomes.stats(name)
 
 
 @router.post("/endpoints/{name}/evict")

@@ -18,11 +18,13 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from zeroserve.egress import EgressPolicy
 from zeroserve.errors import BadRequest, Conflict, NotFound, ZeroserveError
 from zeroserve.jobs import batch
 from zeroserve.jobs.batch_manifest import BadBatchInput, Manifest, update_manifest
@@ -31,7 +33,7 @@ from zeroserve.jobs.tables import BatchRunRow
 from zeroserve.types import Arrays, EndpointSpec, Mode, ScalingSpec, VariantSpec
 
 if TYPE_CHECKING:
-    from zeroserve.control.controller import Controller
+    from zeroserve.jobs.deployments import Deployments
     from zeroserve.registry.registry import Registry
     from zeroserve.settings import Settings
 
@@ -62,7 +64,7 @@ def queue_name(run_id: str) -> str:
 
 class BatchService:
     def __init__(
-        self, controller: Controller, registry: Registry, queue: JobQueue, settings: Settings
+        self, controller: Deployments, registry: Registry, queue: JobQueue, settings: Settings
     ) -> None:
         self.controller = controller
         self.registry = registry
@@ -72,9 +74,22 @@ class BatchService:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="zeroserve-batch")
         self._tasks: set[asyncio.Task[Any]] = set()
+        own: list[Path | str] = [settings.data_dir, *settings.batch_roots]
+        self.reads = EgressPolicy.from_settings(
+            settings, [*own, *settings.async_input_roots], roots_setting="ZEROSERVE_BATCH_ROOTS"
+        )
+        self.writes = EgressPolicy.from_settings(
+            settings, own, roots_setting="ZEROSERVE_BATCH_ROOTS"
+        )
+
+    def check_uris(self, input_uri: str, output_uri: str) -> None:
+        """Refuse a run whose input or output the egress policy does not allow (403)."""
+        self.reads.check_uri(input_uri, "input_uri")
+        self.writes.check_uri(output_uri, "output_uri")
 
     # runs
     async def start(self, req: BatchRequest) -> dict[str, Any]:
+        self.check_uris(req.input_uri, req.output_uri)
         version = await asyncio.to_thread(self.registry.get_version, req.model, req.ref)
         n_features = version.signature.inputs[0].shape[-1]
         if len(version.signature.inputs) != 1 or n_features < 0:
@@ -223,6 +238,7 @@ class BatchService:
         row = await asyncio.to_thread(self._row, run_id)
         if row.state == "done":
             raise Conflict(f"batch run {run_id} is already done")
+        self.check_uris(row.input_uri, row.output_uri)
         manifest = await asyncio.to_thread(batch.plan, row.input_uri, row.output_uri)
         await asyncio.to_thread(update_manifest, manifest, _uncancel)
         generation = row.generation + 1
@@ -293,6 +309,11 @@ class BatchService:
     async def _shard(self, row: BatchRunRow, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
         holder = [lease]
+        try:
+            self.check_uris(row.input_uri, row.output_uri)  # the policy may have tightened
+        except ZeroserveError as exc:
+            await asyncio.to_thread(self.queue.fail, holder[0], exc.message, retryable=False)
+            return
         heartbeat = loop.create_task(
             keep_leased(self.queue, holder, self.settings.job_visibility_s)
         )

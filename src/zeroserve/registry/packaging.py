@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 from pydantic import BaseModel, Field
 
+from zeroserve.digests import write_digests
 from zeroserve.errors import InvalidArtifact, ZeroserveError
 from zeroserve.registry.compile import compile_sklearn_to_onnx
 from zeroserve.runtimes import create_runtime
@@ -238,6 +239,7 @@ def package(req: PackageRequest) -> PackageResult:
     if sample is not None:
         np.save(req.dest / REFERENCE_FILE, sample)
     runtime.unload()
+    write_digests(req.dest)  # last: it covers every file written above
     return result
 
 
@@ -267,8 +269,22 @@ def main() -> None:
     except ZeroserveError as exc:
         print(
             json.dumps(
-                {"ok": False, "status": exc.status_code, "code": exc.code, "error": exc.message}
+                {
+                    "ok": False,
+                    "status": exc.status_code,
+                    "code": exc.code,
+                    "error": exc.message,
+                    "details": exc.details,
+                },
+                default=str,
             )
+        )
+    except MemoryError:
+        message = "inspecting the artifact needed more memory than its limit " + (
+            "(ZEROSERVE_SANDBOX_MEMORY_MB)"
+        )
+        print(
+            json.dumps({"ok": False, "status": 400, "code": "invalid_artifact", "error": message})
         )
     except Exception as exc:  # the artifact itself failed; say so, not where
         print(

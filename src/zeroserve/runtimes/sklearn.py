@@ -11,26 +11,16 @@ import numpy as np
 from zeroserve.errors import UntrustedArtifact, require
 from zeroserve.runtimes import sklearn_trees
 from zeroserve.runtimes.base import REFERENCE_FILE, ArtifactMeta, Runtime
+from zeroserve.runtimes.sklearn_trust import load_skops
 from zeroserve.types import Arrays
 
 PICKLE_FORMATS = ("joblib", "pickle")
-# skops reconstructs these libraries' own classes (tree structures, dtypes)
-# from data without calling code from the file, so they need no --trust.
-LIBRARY_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
 def load_sklearn(path: Path, fmt: str, trusted: bool) -> Any:
     """Load an estimator; pickle-based formats only when the operator trusted them."""
     if fmt == "skops":
-        sio = require("skops.io", "sklearn")
-        untrusted = sio.get_untrusted_types(file=str(path))
-        foreign = [t for t in untrusted if not t.startswith(LIBRARY_PREFIXES)]
-        if foreign and not trusted:
-            raise UntrustedArtifact(
-                f"{path.name} contains types skops does not trust by default: "
-                f"{', '.join(foreign)}; review them and register with --trust to allow them"
-            )
-        return sio.load(str(path), trusted=untrusted or None)
+        return load_skops(path, trusted)
     if fmt in PICKLE_FORMATS:
         if not trusted:
             raise UntrustedArtifact(
