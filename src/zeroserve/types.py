@@ -166,6 +166,11 @@ class MonitoringSpec(BaseModel):
         description="input field whose value pins a caller to a variant (else the "
         "X-Zeroserve-Key header)",
     )
+    canary: str | None = Field(
+        None,
+        description="variant under a rollout (set by the rollout manager): its 5xx "
+        "answers are retried once on the baseline",
+    )
     drift_threshold: Annotated[float, Field(gt=0)] = Field(
         0.1, description="normed Wasserstein (numbers) or Jensen-Shannon (categories) alarm"
     )

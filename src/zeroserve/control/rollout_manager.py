@@ -143,6 +143,7 @@ class RolloutManager:
             others = [v for v in spec.variants if v.name not in (canary.name, baseline.name)]
             spec = spec.model_copy(update={"variants": [baseline, *others, canary]})
             first = plan.steps[0]
+            spec = _with_canary(spec, canary.name)
             spec = reweigh(
                 spec,
                 {baseline.name: 100.0 - first, canary.name: first, **{v.name: 0.0 for v in others}},
@@ -253,9 +254,12 @@ class RolloutManager:
         row.decisions = [*row.decisions, entry][-MAX_DECISIONS:]
         row.reason = verdict.reason
 
-    async def _set_weights(self, row: RolloutRow, canary_weight: float) -> None:
+    async def _set_weights(
+        self, row: RolloutRow, canary_weight: float, finished: bool = False
+    ) -> None:
         spec = await asyncio.to_thread(self.registry.get_endpoint, row.endpoint)
         spec = reweigh(spec, {row.baseline: 100.0 - canary_weight, row.canary: canary_weight})
+        spec = _with_canary(spec, None if finished else row.canary)
         await asyncio.to_thread(self.registry.put_endpoint, spec)
         await self.apply(spec)
 
@@ -264,7 +268,7 @@ class RolloutManager:
     ) -> None:
         now = self.clock()
         # Traffic moves first: a failing canary must stop serving before anything else.
-        await self._set_weights(row, 0.0 if rollback else 100.0)
+        await self._set_weights(row, 0.0 if rollback else 100.0, finished=True)
         self.canaries.pop(row.endpoint, None)
         if not rollback:
             await asyncio.to_thread(
@@ -288,3 +292,11 @@ class RolloutManager:
     def _save(self, row: RolloutRow) -> None:
         with self.registry.session() as s:
             s.merge(row)
+
+
+def _with_canary(spec: EndpointSpec, canary: str | None) -> EndpointSpec:
+    """The spec marking ``canary`` as the variant under a rollout (the data plane, in every
+    gateway process, retries its 5xx answers on the baseline)."""
+    return spec.model_copy(
+        update={"monitoring": spec.monitoring.model_copy(update={"canary": canary})}
+    )

@@ -28,7 +28,7 @@ from zeroserve.monitor.predlog import PredictionLog
 from zeroserve.monitor.profile import PROFILE_FILE, Profile, write_profile
 from zeroserve.monitor.query import connect
 from zeroserve.monitor.report import drift_report
-from zeroserve.monitor.shadow import ShadowQueue
+from zeroserve.monitor.shadow import ShadowComparison
 from zeroserve.registry.registry import Registry
 from zeroserve.types import Arrays, EndpointSpec, Signature
 
@@ -43,7 +43,6 @@ class MonitorService:
         apply: Any,
         *,
         metrics_registry: CollectorRegistry | None = None,
-        shadow_send: Any = None,
         clock: Any = time.time,
     ) -> None:
         self.registry = registry
@@ -54,7 +53,9 @@ class MonitorService:
         self.rollouts = RolloutManager(
             registry, apply, self.recorder, clock=clock, drift=self.canary_drift
         )
-        self.shadows = ShadowQueue(shadow_send) if shadow_send is not None else None
+        self.comparisons: dict[tuple[str, str], ShadowComparison] = {}
+        self.shadow_dropped: Any = lambda: 0
+        """Shadow copies the data plane dropped (set by the app: the gateway's counter)."""
         self._profiles: dict[tuple[str, int], Profile | None] = {}
         r = metrics_registry
         self.drift_gauge = Gauge(
@@ -78,12 +79,8 @@ class MonitorService:
     # lifecycle
     def start(self) -> None:
         self.predlog.start()
-        if self.shadows is not None:
-            self.shadows.start()
 
     async def stop(self) -> None:
-        if self.shadows is not None:
-            await self.shadows.stop()
         await asyncio.to_thread(self.predlog.stop)
 
     def managers(self) -> list[tuple[str, float, Any]]:
@@ -113,6 +110,24 @@ class MonitorService:
                     spec.name, variant, request_id, inputs, outputs, latency_ms,
                     status=status, version=version, signature=signature, rate=rate,
                 )  # fmt: skip
+
+    def after_error(self, endpoint: str, variant: str, status: int, latency_ms: float) -> None:
+        self.recorder.observe(endpoint, variant, status, latency_ms, None)
+
+    def shadow_compared(
+        self, endpoint: str, shadow: str, primary: Arrays, shadow_outputs: Arrays
+    ) -> None:
+        self._comparison(endpoint, shadow).observe(primary, shadow_outputs)
+
+    def shadow_failed(self, endpoint: str, shadow: str) -> None:
+        self._comparison(endpoint, shadow).failed()
+
+    def _comparison(self, endpoint: str, shadow: str) -> ShadowComparison:
+        key = (endpoint, shadow)
+        found = self.comparisons.get(key)
+        if found is None:
+            found = self.comparisons[key] = ShadowComparison()
+        return found
 
     # profiles and drift
     def profile(self, model: str, version: int) -> Profile | None:
@@ -269,10 +284,14 @@ class MonitorService:
 
     def shadow(self, endpoint: str) -> dict[str, Any]:
         spec = self.registry.get_endpoint(endpoint)
-        shadows = self.shadows.report(endpoint) if self.shadows is not None else {}
+        comparisons = {
+            shadow: {**cmp.report(), "dropped": int(self.shadow_dropped())}
+            for (ep, shadow), cmp in self.comparisons.items()
+            if ep == endpoint
+        }
         return {
             "endpoint": endpoint,
             "shadow": spec.shadow.name if spec.shadow else None,
             "rate": spec.monitoring.shadow_rate,
-            "comparisons": shadows,
+            "comparisons": comparisons,
         }
