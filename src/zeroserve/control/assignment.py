@@ -46,11 +46,20 @@ def choose(endpoint: str, cum_weights: Sequence[float], key: str | None, draw: f
     return pick(cum_weights, key_point(endpoint, key) if key is not None else draw)
 
 
-def retry_on_baseline(status: int, chosen: str, canary: str | None, idempotent: bool) -> bool:
+def canary_failure(status: int, cause: str | None) -> bool:
+    """An answer that counts against a variant: a 5xx, or its model raising on input
+    that matched the signature (``model_error``, a 422 for the client)."""
+    return status >= 500 or cause == "model_error"
+
+
+def retry_on_baseline(
+    status: int, chosen: str, canary: str | None, idempotent: bool, cause: str | None = None
+) -> bool:
     """Whether a failed answer from the canary should be sent once more, to the baseline.
 
-    Only during a rollout (``canary`` set), only for the canary's 5xx answers, and
-    only when the request may be repeated (sync inference is; async submissions
-    and streams that have started are not).
+    Only during a rollout (``canary`` set), only for the canary's failures (5xx, or its
+    model raising), and only when the request may be repeated (sync inference is;
+    async submissions and streams that have started are not).
     """
-    return canary is not None and chosen == canary and idempotent and status in RETRY_STATUSES
+    failed = status in RETRY_STATUSES or cause == "model_error"
+    return canary is not None and chosen == canary and idempotent and failed

@@ -212,6 +212,8 @@ class RolloutManager:
                 for a in ("baseline", "canary")
             )  # type: ignore[assignment]
             self._arms[row.id] = arms  # type: ignore[assignment]
+            # The current step bakes again from now: time the server was down saw no traffic.
+            row.step_started_at = max(row.step_started_at, self.clock())
             self.recorder.track(row.endpoint)
             self.canaries[row.endpoint] = (row.baseline, row.canary)
         return arms  # type: ignore[return-value]

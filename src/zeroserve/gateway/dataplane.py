@@ -161,7 +161,11 @@ class DataPlane:
             if self.monitor is not None and variant is not None:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 self.monitor.after_error(
-                    str(params.get("name", "")), variant.spec.name, answer.status, elapsed_ms
+                    str(params.get("name", "")),
+                    variant.spec.name,
+                    answer.status,
+                    elapsed_ms,
+                    answer.cause,
                 )
         extra: Headers = [(b"x-request-id", request_id)]
         if variant is not None:
@@ -291,7 +295,7 @@ class DataPlane:
         """The baseline, when a canary under a rollout failed with a 5xx (sync inference
         is idempotent, so the request is sent once more, there)."""
         canary = route.spec.monitoring.canary
-        if not retry_on_baseline(exc.status_code, variant.spec.name, canary, True):
+        if not retry_on_baseline(exc.status_code, variant.spec.name, canary, True, exc.code):
             return None
         others = [v for v in route.variants if v.spec.name != canary]
         return max(others, key=lambda v: v.spec.weight) if others else None
@@ -305,7 +309,7 @@ class DataPlane:
         self._count(route.spec.name, canary, _error_answer(exc, route.spec.name), elapsed)
         if self.monitor is not None:
             self.monitor.after_error(
-                route.spec.name, canary.spec.name, exc.status_code, elapsed * 1000
+                route.spec.name, canary.spec.name, exc.status_code, elapsed * 1000, exc.code
             )
 
     async def _predict(self, route: Route, variant: VariantRoute, arrays: Arrays) -> Result:

@@ -22,7 +22,9 @@ class MonitorHook(Protocol):
         latency_ms: float,
     ) -> None: ...
 
-    def after_error(self, endpoint: str, variant: str, status: int, latency_ms: float) -> None: ...
+    def after_error(
+        self, endpoint: str, variant: str, status: int, latency_ms: float, cause: str | None
+    ) -> None: ...
 
     def shadow_compared(
         self, endpoint: str, shadow: str, primary: Arrays, shadow_outputs: Arrays

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
+from zeroserve.control.assignment import canary_failure
 from zeroserve.control.rollout_manager import RolloutManager
 from zeroserve.control.rollout_stats import OutcomeRecorder
 from zeroserve.errors import NotFound
@@ -111,8 +112,13 @@ class MonitorService:
                     status=status, version=version, signature=signature, rate=rate,
                 )  # fmt: skip
 
-    def after_error(self, endpoint: str, variant: str, status: int, latency_ms: float) -> None:
-        self.recorder.observe(endpoint, variant, status, latency_ms, None)
+    def after_error(
+        self, endpoint: str, variant: str, status: int, latency_ms: float, cause: str | None
+    ) -> None:
+        # A model that raises is the variant's failure (a 422 to the client); bad input
+        # (invalid_input, 4xx before the model runs) is not.
+        failed = 500 if canary_failure(status, cause) else status
+        self.recorder.observe(endpoint, variant, failed, latency_ms, None)
 
     def shadow_compared(
         self, endpoint: str, shadow: str, primary: Arrays, shadow_outputs: Arrays

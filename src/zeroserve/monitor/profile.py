@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from zeroserve.digests import DIGESTS_FILE, sha256_file
 from zeroserve.outputs import label_and_score
 from zeroserve.sketch import BinnedSketch, CategoryCounts, Sketch, sketch_from_dict
 from zeroserve.types import Arrays, Signature, TensorSpec
@@ -202,4 +203,9 @@ def write_profile(artifact_dir: Path, signature: Signature) -> bool:
     if not profile.inputs.sketches:
         return False
     profile.save(artifact_dir / PROFILE_FILE)
+    manifest = artifact_dir / DIGESTS_FILE
+    if manifest.exists():  # the profile is part of the artifact: record its digest too
+        digests = json.loads(manifest.read_text())
+        digests[PROFILE_FILE] = sha256_file(artifact_dir / PROFILE_FILE)
+        manifest.write_text(json.dumps(digests, indent=2, sort_keys=True))
     return True

@@ -63,3 +63,13 @@ def test_profile_is_written_beside_the_reference(tmp_path: Path) -> None:
     assert profile.rows == 500
     assert sorted(profile.inputs.sketches) == [f"input_{i}" for i in range(5)]
     assert not write_profile(tmp_path / "nothing", SIG)
+
+
+def test_the_profile_joins_the_artifact_digests(tmp_path: Path) -> None:
+    from zeroserve.digests import verify_artifact, write_digests
+
+    np.save(tmp_path / "reference.npy", np.random.default_rng(3).normal(size=(100, 5)))
+    (tmp_path / "model.onnx").write_bytes(b"model")
+    write_digests(tmp_path)
+    assert write_profile(tmp_path, SIG)
+    verify_artifact(tmp_path)  # would raise on an unrecorded file
