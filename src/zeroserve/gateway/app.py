@@ -270,6 +270,8 @@ def create_app(
         )
     api.state.zs = state
     api.state.monitor = monitor
+    if state.peers is not None:
+        state.peers.monitor = monitor
     gateway.monitor = monitor
     monitor.shadow_dropped = lambda: gateway.shadow_dropped
     api.state.session_factory = registry.sessions

@@ -135,6 +135,12 @@ class MonitorService:
             found = self.comparisons[key] = ShadowComparison()
         return found
 
+    def add_peer_report(self, message: dict[str, Any]) -> None:
+        """A secondary process's deltas (``PeerMonitor.report``)."""
+        self.recorder.add_snapshot(message.get("rollouts", {}))
+        for endpoint, shadow, data in message.get("shadows", []):
+            self._comparison(endpoint, shadow).merge(ShadowComparison.from_dict(data))
+
     # profiles and drift
     def profile(self, model: str, version: int) -> Profile | None:
         key = (model, version)
