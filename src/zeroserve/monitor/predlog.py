@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from zeroserve.errors import BadRequest, require
-from zeroserve.monitor.profile import columns
+from zeroserve.monitor.profile import columns, concat
 from zeroserve.outputs import label_and_score
 from zeroserve.registry.store import ArtifactStore
 from zeroserve.types import Arrays, Signature
@@ -279,8 +279,8 @@ def prediction_table(items: list[Logged]) -> Any:
     # per-request work here would cost more than the requests themselves.
     first = items[0]
     specs = first.signature.inputs if first.signature is not None else []
-    inputs = _concat([i.inputs for i in items])
-    outputs = _concat([i.outputs for i in items])
+    inputs = concat([i.inputs for i in items])
+    outputs = concat([i.outputs for i in items])
     feats = columns(specs, inputs) if specs else {k: v for k, v in inputs.items() if v.ndim == 1}
     found: dict[str, np.ndarray[Any, Any]] = {f"in_{k}": v for k, v in feats.items()}
     found.update({f"out_{k}": v for k, v in outputs.items()})
@@ -293,17 +293,6 @@ def prediction_table(items: list[Logged]) -> Any:
         if len(values) == total:
             meta[name] = _column([values])
     return pa.table(meta)
-
-
-def _concat(parts: list[Arrays]) -> Arrays:
-    """Tensors present in every part with matching trailing shapes, concatenated."""
-    out: Arrays = {}
-    for name in parts[0]:
-        try:
-            out[name] = np.concatenate([p[name] for p in parts])
-        except (KeyError, ValueError):
-            continue  # missing in some requests, or shapes differ: not logged
-    return out
 
 
 def _rows(item: Logged) -> int:

@@ -53,6 +53,17 @@ def columns(specs: list[TensorSpec], arrays: Arrays) -> dict[str, np.ndarray[Any
     return out
 
 
+def concat(parts: list[Arrays]) -> Arrays:
+    """Tensors present in every part with matching trailing shapes, concatenated."""
+    out: Arrays = {}
+    for name in parts[0] if parts else {}:
+        try:
+            out[name] = np.concatenate([p[name] for p in parts])
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
 def numeric_profile(values: np.ndarray[Any, Any], bins: int = QUANTILE_BINS) -> BinnedSketch:
     """A sketch over the reference's own quantiles, holding the reference itself."""
     arr = np.asarray(values, dtype=np.float64)
