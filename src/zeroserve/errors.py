@@ -18,11 +18,13 @@ JSON response in one place; anything else becomes a 500 without a stack trace.
     │   ├── EndpointNotFound
     │   └── JobNotFound
     ├── Conflict (409)
+    ├── JobFailed (422)                 an async job or batch run ended without a result
     ├── PayloadTooLarge (413)
     ├── TooManyRequests (429)           queue full; carries Retry-After
     ├── MissingExtra (500)              an optional dependency is not installed
     ├── BadModelOutput (502)            the model answered with the wrong shape or rows
     └── ServiceUnavailable (503)
+        ├── ServerUnreachable           the client could not connect to the server
         ├── ReplicaCrashed              the worker died holding the request
         ├── ReplicaHung                 the worker missed its batch deadline and was replaced
         ├── NoReplicaAvailable          could not start a replica in time
@@ -116,6 +118,13 @@ class Conflict(ZeroserveError):
     code = "conflict"
 
 
+class JobFailed(ZeroserveError):
+    """An async job or a batch run failed; the message is the job's own error."""
+
+    status_code = 422
+    code = "job_failed"
+
+
 class PayloadTooLarge(ZeroserveError):
     status_code = 413
     code = "payload_too_large"
@@ -149,6 +158,12 @@ class MissingExtra(ZeroserveError):
 class ServiceUnavailable(ZeroserveError):
     status_code = 503
     code = "service_unavailable"
+
+
+class ServerUnreachable(ServiceUnavailable):
+    """Raised by the client: nothing answered at the server's URL."""
+
+    code = "server_unreachable"
 
 
 class ReplicaCrashed(ServiceUnavailable):

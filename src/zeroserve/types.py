@@ -137,6 +137,11 @@ class VariantSpec(BaseModel):
     name: str
     model: str
     version: int
+    follow: str | None = Field(
+        None,
+        description="an alias or '@stage' this variant follows: promoting another version "
+        "there redeploys it; None: pinned to ``version``",
+    )
     weight: Annotated[float, Field(ge=0)] = 1.0
     max_batch_size: Annotated[int, Field(ge=1)] = 64
     max_batch_wait_ms: Annotated[float, Field(ge=0)] = 0.0
@@ -190,7 +195,7 @@ class EndpointSpec(BaseModel):
     @model_validator(mode="after")
     def _mode_fits_scaling(self) -> EndpointSpec:
         if not self.variants:
-            raise ValueError("an endpoint needs at least one variant")
+            raise ValueError("variants is empty; an endpoint serves at least one model version")
         names = [v.name for v in self.variants] + ([self.shadow.name] if self.shadow else [])
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")

@@ -182,8 +182,10 @@ def test_idempotency_keys_and_cancel(jobs_server: tuple[ServerProcess, Api]) -> 
 
 def test_a_replica_killed_mid_job_is_retried(jobs_server: tuple[ServerProcess, Api]) -> None:
     _, api = jobs_server
-    for _ in range(4):  # warm replicas, so the job is on one when we kill them
-        assert api.invoke("echo", {"instances": [ROW]}).status_code == 200
+    sync = api.invoke("echo", {"instances": [ROW]})  # an async endpoint takes jobs only
+    assert sync.status_code == 409 and "/v1/endpoints/echo/async" in sync.json()["error"]
+    warm = [submit(api, "echo", {"instances": [ROW]})["job_id"] for _ in range(4)]
+    wait_done(api, warm, 60)  # warm replicas, so the job is on one when we kill them
     job_id = submit(api, "echo", {"instances": [slow(3.0)]})["job_id"]
     wait_for(
         lambda: any(

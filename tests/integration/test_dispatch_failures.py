@@ -49,7 +49,7 @@ FAILS_TO_LOAD = textwrap.dedent("""
                 raise RuntimeError("the weights file is missing")
 
         def predict(self, inputs):
-            return inputs
+            return {"score": inputs["input"].sum(axis=1)}
 """)
 
 

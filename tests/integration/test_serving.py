@@ -297,11 +297,14 @@ def test_state_survives_a_killed_server(tmp_path: Path, models_dir: Path) -> Non
 
 
 def test_api_keys_guard_both_planes(tmp_path: Path, models_dir: Path) -> None:
-    env = {"ZEROSERVE_ADMIN_API_KEYS": '["admin-key"]', "ZEROSERVE_API_KEYS": '["user-key"]'}
+    env = {
+        "ZEROSERVE_ADMIN_API_KEYS": '["admin-key-0123456789"]',
+        "ZEROSERVE_API_KEYS": '["user-key-0123456789"]',
+    }
     with ServerProcess(tmp_path / "state", env=env) as server:
         anonymous = Api(server.url)
-        user = Api(server.url, {"authorization": "Bearer user-key"})
-        admin = Api(server.url, {"authorization": "Bearer admin-key"})
+        user = Api(server.url, {"authorization": "Bearer user-key-0123456789"})
+        admin = Api(server.url, {"authorization": "Bearer admin-key-0123456789"})
         assert anonymous.http.get("/api/models").status_code == 401
         assert user.http.get("/api/models").status_code == 403
         admin.register("m", models_dir / "xgb.ubj")

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from zeroserve.errors import BadRequest
 from zeroserve.serving.handle import Backend
+from zeroserve.settings import Settings
 
 
-def create_backend(name: str, env_passthrough: list[str] | None = None) -> Backend:
+def create_backend(settings: Settings) -> Backend:
     """The backend named by the ``backend`` setting.
 
-    ``env_passthrough``: environment variables model processes may inherit beyond the
-    safe defaults (``sandbox_env_passthrough``); secrets never reach them otherwise.
+    Model processes inherit only safe environment variables and those named in
+    ``sandbox_env_passthrough``; secrets never reach them otherwise.
     """
-    if name == "local":
+    if settings.backend == "local":
         from zeroserve.backends.local import LocalBackend
 
-        return LocalBackend(env_passthrough or [])
-    raise BadRequest(f"unknown backend {name!r}; use 'local'")
+        return LocalBackend(settings.sandbox_env_passthrough, settings.replica_memory_limit_mb)
+    raise BadRequest(f"unknown backend {settings.backend!r}; use 'local'")

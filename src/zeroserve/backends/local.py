@@ -152,10 +152,12 @@ class LocalReplica(ReplicaChannel):
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         on_exit: OnExit,
+        memory_limit_mb: int | None = None,
     ) -> None:
         super().__init__(reader, writer, on_exit, f"replica {pid}")
         self.pid = pid
         self.zygote = zygote
+        self.memory_limit_mb = memory_limit_mb
 
     def kill(self, reason: str) -> None:
         self.kill_reason = reason
@@ -167,7 +169,10 @@ class LocalReplica(ReplicaChannel):
         if self.kill_reason:
             return self.kill_reason
         if status is not None and status.get("known") and status.get("code") == OOM_EXIT_CODE:
-            return "ran out of memory (over its memory limit) and exited"
+            return (
+                f"went over its memory limit of {self.memory_limit_mb} MB (the kernel refused "
+                "it more) and exited"
+            )
         return describe_exit(status)
 
     def memory_mb(self) -> float:
@@ -186,8 +191,11 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, env_passthrough: list[str] | None = None) -> None:
+    def __init__(
+        self, env_passthrough: list[str] | None = None, default_memory_limit_mb: int | None = None
+    ) -> None:
         self.env = scrubbed_env(env_passthrough or (), overrides=SINGLE_THREAD_ENV)
+        self.default_memory_limit_mb = default_memory_limit_mb
         self._zygotes: dict[tuple[str, str, str, int], ZygoteHandle] = {}
         self._replicas: dict[tuple[str, str, str, int], list[LocalReplica]] = {}
         self._starting: dict[tuple[str, str, str, int], asyncio.Lock] = {}
@@ -212,7 +220,8 @@ class LocalBackend:
     async def start_replica(self, variant: VariantDeployment, on_exit: OnExit) -> ReplicaHandle:
         await self.prepare(variant)
         zygote = self._zygote(variant)
-        pid, fd = await zygote.fork(variant.spec.memory_limit_mb)
+        limit = variant.spec.memory_limit_mb or self.default_memory_limit_mb
+        pid, fd = await zygote.fork(limit)
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=STREAM_LIMIT)
@@ -223,7 +232,7 @@ class LocalBackend:
                 live.remove(replica)
             on_exit(handle)
 
-        replica = LocalReplica(pid, zygote, reader, writer, exited)
+        replica = LocalReplica(pid, zygote, reader, writer, exited, limit)
         await replica.handshake(variant.start_timeout_s)
         live.append(replica)
         return replica

@@ -160,7 +160,9 @@ def run_demo(requests: int = 2000, keep: bool = False) -> int:
             sio.dump(model, workdir / "fraud.skops")
         with ServerProcess(workdir / "state") as server:
             console.print(f"server up at {server.url} (log: {server.log_path})")
-            client = httpx.Client(base_url=server.url, timeout=600)
+            client = httpx.Client(
+                base_url=server.url, timeout=600, headers={"x-zeroserve-client": "demo"}
+            )
             register_and_deploy(client, workdir)
             onnx_path = workdir / "state" / "artifacts" / "models" / "fraud" / "2" / "model.onnx"
             single = in_process_latency(model, x, onnx_path)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from zeroserve.cli.client import Client, console, fail
+from zeroserve.cli.client import Client, console
 from zeroserve.types import Stage
 
 app = typer.Typer(help="Register and manage model versions.", no_args_is_help=True)
@@ -45,20 +45,20 @@ def register(
     description: Annotated[str, typer.Option(help="free text")] = "",
 ) -> None:
     """Register a model file as a new version."""
-    if not path.is_file():
-        fail(f"{path} is not a file")
-    data = {
-        "flavor": flavor,
-        "trust": trust,
-        "compile": compile,
-        "tolerance": tolerance,
-        "entrypoint": entrypoint,
-        "description": description,
-        "signature": signature.read_text() if signature else None,
-    }
     with console.status(f"registering {path.name}" + (" and compiling to ONNX" if compile else "")):
         started = time.perf_counter()
-        info = Client().upload(f"/api/models/{name}/versions", path, data, sample)
+        info = Client().register(
+            name,
+            path,
+            flavor=flavor,
+            trust=trust,
+            compile=compile,
+            tolerance=tolerance,
+            sample=sample,
+            signature=signature,
+            entrypoint=entrypoint,
+            description=description,
+        )
     console.print(
         f"[green]registered[/green] {info['model']} version {info['version']} "
         f"({info['flavor']}) in {time.perf_counter() - started:.1f} s"
@@ -125,15 +125,31 @@ def promote(
     ] = False,
 ) -> None:
     """Move a version to a stage (the previous holder is archived)."""
-    info = Client().post(
-        f"/api/models/{name}/versions/{version}/stage",
-        json={"stage": stage.value, "archive_existing": not keep_existing},
-    )
+    info = Client().promote(name, version, stage.value, archive_existing=not keep_existing)
     console.print(f"{name} version {info['version']} is now [bold]{info['stage']}[/bold]")
+    _print_redeployed(info)
 
 
 @app.command()
 def alias(name: str, alias: str, version: int) -> None:
     """Point an alias (e.g. champion) at a version."""
-    Client().request("PUT", f"/api/models/{name}/aliases/{alias}", json={"version": version})
+    info = Client().set_alias(name, alias, version)
     console.print(f"{name}:{alias} -> version {version}")
+    _print_redeployed(info)
+
+
+def _print_redeployed(info: dict[str, Any]) -> None:
+    for line in info.get("redeployed") or []:
+        console.print(f"  [green]redeployed[/green] {line} (it follows this reference)")
+
+
+@app.command()
+def delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+) -> None:
+    """Delete a model and all its versions (refused while an endpoint serves it)."""
+    if not yes:
+        typer.confirm(f"delete model {name} and all its versions?", abort=True)
+    Client().delete_model(name)
+    console.print(f"deleted model {name}")

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from zeroserve.control import lifecycle
 from zeroserve.control.autoscaler import AutoscalerState, AutoscalingContext, desired_replicas
 from zeroserve.control.policy import cumulative
 from zeroserve.control.routes import Route, VariantRoute
@@ -259,7 +260,7 @@ class Controller:
         route = Route(spec, variants, cumulative([v.spec.weight for v in variants]), shadow)
         self.routes = {**self.routes, spec.name: route}
         self.endpoints[spec.name] = EndpointState(state="ready")
-        await self._collect_unused(spec.name)
+        await self._collect_unused(spec.name, drain=True)  # a replaced pool answers first
         log.info(
             "endpoint ready: %s serves %s",
             spec.name,
@@ -324,12 +325,14 @@ class Controller:
         for listener in self.death_listeners:
             listener(key, address, how)
 
-    async def _collect_unused(self, endpoint: str) -> None:
+    async def _collect_unused(self, endpoint: str, drain: bool = False) -> None:
         route = self.routes.get(endpoint)
         used = {id(v.pool) for v in route.all_variants()} if route is not None else set()
         stale = [k for k, m in self._pools.items() if k[0] == endpoint and id(m.pool) not in used]
         for key in stale:
             managed = self._pools.pop(key)
+            if drain:
+                await lifecycle.drain(managed.pool)
             await managed.pool.stop()
             managed.pool.metrics.replicas.set(0)
 
@@ -442,7 +445,11 @@ class Controller:
         for name, status in sorted(self.endpoints.items()):
             by_state.setdefault(status.state, []).append(name)
         loading = not self.loaded.is_set() or bool(by_state["loading"])
-        return {"status": "loading" if loading else "ready", **by_state}
+        return {
+            "status": "loading" if loading else "ready",
+            "endpoints": sorted(self.endpoints),
+            **by_state,
+        }
 
 
 def available_memory_mb() -> float:

@@ -20,7 +20,7 @@ from zeroserve.control.controller import Controller
 from zeroserve.cost import api as cost_api
 from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import batch_api, control_api, jobs_api, monitor_api
+from zeroserve.gateway import batch_api, control_api, docs, jobs_api, monitor_api
 from zeroserve.gateway.dataplane import DataPlane, key_digest
 from zeroserve.gateway.inference import AsyncProtocol, JsonProtocol, V2Protocol
 from zeroserve.gateway.monitor_service import MonitorService
@@ -99,7 +99,7 @@ def key_guard(keys: list[str], settings: Settings, missing: str, refused: str) -
 
 def admin_guard(settings: Settings) -> Any:
     return key_guard(
-        settings.admin_api_keys,
+        settings.control_api_keys,  # each key's scope is checked by gateway.access
         settings,
         "the control API requires an admin API key: send 'Authorization: Bearer <key>'",
         "this key is not an admin key; the control API needs one from ZEROSERVE_ADMIN_API_KEYS",
@@ -203,7 +203,7 @@ def create_app(
         registry,
         settings,
         metrics,
-        create_backend(settings.backend, settings.sandbox_env_passthrough),
+        create_backend(settings),
         meter,
     )
     jobs = AsyncService(controller, registry, settings, metrics)
@@ -248,7 +248,7 @@ def create_app(
         title="zeroserve",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # served by gateway/docs.py from the package, not a CDN
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
@@ -286,4 +286,5 @@ def create_app(
     api.include_router(monitor_api.admin_router, prefix="/api", dependencies=guard)
     api.include_router(monitor_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(ops_router())
+    docs.mount_docs(api, "zeroserve API", "/api/openapi.json")
     return gateway

@@ -36,6 +36,7 @@ from zeroserve.errors import (
     ZeroserveError,
 )
 from zeroserve.gateway.inference import JsonProtocol, V2Protocol
+from zeroserve.gateway.offload import off_loop
 from zeroserve.gateway.protocol import (
     Answer,
     ASGIApp,
@@ -100,6 +101,7 @@ class DataPlane:
         self.fallback = fallback
         self.outcomes = outcomes
         self.max_body = settings.max_payload_bytes
+        self.decode_in_thread = int(settings.decode_in_thread_kb * 1024)
         self.keys = {key_digest(k) for k in [*settings.api_keys, *settings.admin_api_keys]}
         self.protocols: list[Protocol] = []
         self._wanted: set[bytes] = set(BASE_HEADERS)
@@ -267,7 +269,9 @@ class DataPlane:
         body = await call.read_body()
         variant = protocol.select(route, call.params, call.headers)
         try:
-            arrays, context = protocol.decode(body, call.headers, variant.signature)
+            arrays, context = await off_loop(  # a large body is decoded in a thread
+                self.decode_in_thread, body, protocol.decode, body, call.headers, variant.signature
+            )
             try:
                 result = await self._predict(route, variant, arrays)
             except ZeroserveError as exc:

@@ -33,6 +33,10 @@ def _between(path: str, prefix: str, suffix: str) -> str | None:
     return None
 
 
+def _is_version(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 class JsonProtocol(InferenceProtocol):
     """``POST /v1/endpoints/{name}/invocations``: ``instances`` (rows) or ``inputs`` (columns)."""
 
@@ -64,7 +68,7 @@ class V2Protocol(InferenceProtocol):
             return None
         rest = path[len("/v2/models/") : -len("/infer")]
         name, _, version = rest.partition("/versions/")
-        if not name or "/" in name or (version and not version.isdigit()):
+        if not name or "/" in name or (version and not _is_version(version)):
             return None
         return {"name": name, "version": int(version) if version else None}
 
@@ -84,9 +88,7 @@ class V2Protocol(InferenceProtocol):
     def decode(
         self, body: bytes, headers: dict[bytes, bytes], signature: Signature
     ) -> tuple[Arrays, Any]:
-        raw_length = headers.get(_V2_LENGTH)
-        header_length = int(raw_length) if raw_length and raw_length.isdigit() else None
-        request, tail = v2.parse_request(body, header_length)
+        request, tail = v2.parse_request(body, v2.header_length(headers.get(_V2_LENGTH)))
         arrays = v2.decode_inputs(request, tail, signature)
         names, binary = v2.requested_outputs(request, signature)
         return arrays, (request.get("id"), names, binary)

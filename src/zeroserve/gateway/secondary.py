@@ -49,7 +49,7 @@ class SecondaryGateway:
         self.mirror = Mirror(
             self.metrics,
             self.send,
-            create_backend(settings.backend, settings.sandbox_env_passthrough),
+            create_backend(settings),
             settings.batch_deadline_s,
         )
         self.proxy = ControlProxy(control_url)

@@ -219,6 +219,9 @@ class AsyncService:
             "updated_at": job.updated_at,
             "status_url": f"/v1/jobs/{job.id}",
         }
+        if "run" in job.payload:  # a shard of a batch transform, not an async request
+            body["batch_run"] = job.payload["run"]
+            body["shard"] = job.payload.get("shard")
         if job.error:
             body["error"] = job.error
         if result.get("result_uri"):
@@ -229,7 +232,8 @@ class AsyncService:
         job = await asyncio.to_thread(self.queue.get, job_id)
         body = self.describe(job)
         result = job.result or {}
-        if job.status == JobStatus.SUCCEEDED and result.get("bytes", 0) <= INLINE_RESULT_BYTES:
+        inline = result.get("result_uri") and result.get("bytes", 0) <= INLINE_RESULT_BYTES
+        if job.status == JobStatus.SUCCEEDED and inline:
             with contextlib.suppress(ZeroserveError, OSError):
                 body["result"] = orjson.loads(
                     await asyncio.to_thread(self._read, result["result_uri"])

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from zeroserve.errors import MalformedPayload
-from zeroserve.protocols.validation import columns_to_arrays, instances_to_arrays
+from zeroserve.protocols.validation import columns_to_arrays, instances_to_arrays, may_hold_bools
 from zeroserve.types import Arrays, Signature
 
 
@@ -22,6 +22,7 @@ def load_json(body: bytes) -> dict[str, Any]:
         raise MalformedPayload(f"request body is not valid JSON: {exc}") from None
     if not isinstance(request, dict):
         raise MalformedPayload('the request body must be a JSON object like {"instances": [...]}')
+    may_hold_bools.set(b"true" in body or b"false" in body)
     return request
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from zeroserve.digests import write_digests
-from zeroserve.errors import InvalidArtifact, ZeroserveError
+from zeroserve.errors import InvalidArtifact, InvalidInput, ZeroserveError
 from zeroserve.registry.compile import compile_sklearn_to_onnx
 from zeroserve.runtimes import create_runtime
 from zeroserve.runtimes.base import REFERENCE_FILE, ArtifactMeta, Runtime
@@ -185,6 +185,25 @@ def probe_inputs(inputs: list[TensorSpec], sample: np.ndarray[Any, Any] | None) 
     return {s.name: np.zeros([2 if d < 0 else d for d in s.shape], dtype=s.dtype) for s in inputs}
 
 
+def check_signature_outputs(
+    runtime: Runtime, signature: Signature, sample: np.ndarray[Any, Any] | None
+) -> None:
+    """A signature the user gave must name the outputs the model really returns."""
+    try:
+        actual = [s.name for s in output_spec(runtime, probe_inputs(signature.inputs, sample))]
+    except Exception as exc:  # the model's own error, on inputs shaped like the signature
+        raise InvalidInput(
+            "signature.inputs: the model fails on inputs of this shape "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    promised = [s.name for s in signature.outputs]
+    if sorted(actual) != sorted(promised):
+        raise InvalidInput(
+            f"signature.outputs names {', '.join(promised) or 'nothing'}, but the model "
+            f"returns {', '.join(actual) or 'nothing'}; name the outputs it returns"
+        )
+
+
 def output_spec(runtime: Runtime, probe: dict[str, Any]) -> list[TensorSpec]:
     outputs = runtime.predict(probe)
     return [
@@ -221,6 +240,8 @@ def package(req: PackageRequest) -> PackageResult:
         signature = Signature(
             inputs=inputs, outputs=output_spec(runtime, probe_inputs(inputs, sample))
         )
+    else:
+        check_signature_outputs(runtime, signature, sample)
     result = PackageResult(flavor=flavor, signature=signature)
     if req.compile == "onnx":
         result, onnx_bytes = _compile(req, runtime, signature, sample)

@@ -176,7 +176,7 @@ class ReplicaLoop:
             outputs = self.runtime.predict(arrays)
         except MemoryError:
             # Over the kernel's limit (RLIMIT_AS): this process cannot be trusted to go on.
-            self._send(sock, {"op": "error", "id": meta["id"], "message": "out of memory"}, None)
+            # No error frame: the exit code tells the gateway, which says so to the client.
             os._exit(OOM_EXIT_CODE)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]

@@ -97,6 +97,7 @@ def test_a_failed_deploy_is_visible_and_retried_with_backoff(tmp_path: Path) -> 
         assert status["state"] == "failed" and "boom" in status["error"]
         assert ctl.readiness() == {
             "status": "ready",
+            "endpoints": ["bad", "good"],
             "ready": ["good"],
             "loading": [],
             "failed": ["bad"],
