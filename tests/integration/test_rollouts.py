@@ -11,6 +11,7 @@ import concurrent.futures
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -204,6 +205,39 @@ def test_logged_predictions_join_feedback_and_query(api: Api) -> None:
     assert report["joined_rows"] == 30
     # label is 1 when the first input > 0, exactly the outcomes sent: all correct.
     assert report["variants"]["v1"]["accuracy"]["value"] == 1.0
+
+
+def test_promotion_gate_scores_versions_on_the_evaluation_set(api: Api, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (x.sum(axis=1) > 0).astype(np.int64)  # what versions 1 and 2 predict
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    with (tmp_path / "eval.npz").open("rb") as fh:
+        stored = api.check(
+            api.http.put("/api/models/m/evaluation", files={"file": ("eval.npz", fh)})
+        )
+    assert stored["rows"] == 400
+    if api.check(api.http.get("/api/models/m/versions/2"))["stage"] != "production":
+        api.check(api.http.post("/api/models/m/versions/2/stage", json={"stage": "production"}))
+
+    skewed = api.http.post(
+        "/api/models/m/versions/4/gate", json={"require_better": ["accuracy:0.01"]}
+    )
+    assert skewed.status_code == 409
+    assert "does not beat production" in skewed.json()["error"]
+    assert "accuracy: candidate" in skewed.json()["error"]
+    same = api.http.post(
+        "/api/models/m/versions/1/gate", json={"require_better": ["accuracy:0.01"]}
+    )
+    assert same.status_code == 409  # equal is not better by 0.01
+    level = api.check(
+        api.http.post("/api/models/m/versions/1/gate", json={"require_better": ["accuracy:0"]})
+    )
+    assert level["passed"] and level["candidate"]["metrics"]["accuracy"] == 1.0
+    bad = api.http.post("/api/models/m/versions/1/gate", json={"require_better": ["speed:1"]})
+    assert bad.status_code == 400 and "metric must be one of" in bad.json()["error"]
+    junk = api.http.put("/api/models/m/evaluation", files={"file": ("e.npz", b"not npz")})
+    assert junk.status_code == 400 and "numpy.savez" in junk.json()["error"]
 
 
 def test_a_rollout_survives_a_sigkill_and_continues(api: Api, server: ServerProcess) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from zeroserve.cli import endpoints
+from zeroserve.cli import endpoints, models
 from zeroserve.cli.client import Client, console, fail
 
 
@@ -46,6 +46,39 @@ def register(app: typer.Typer) -> None:
     app.add_typer(logs_app, name="logs")
     endpoints.app.command("set-traffic")(set_traffic)
     endpoints.app.command("set-logging")(set_logging)
+    models.app.command("set-evaluation")(set_evaluation)
+
+
+def set_evaluation(
+    name: str, path: Annotated[Path, typer.Argument(help=".npz with arrays x and y")]
+) -> None:
+    """Store a model's evaluation set (what `models promote --require-better` scores)."""
+    if not path.is_file():
+        fail(f"{path} is not a file")
+    with path.open("rb") as fh:
+        out = Client().request(
+            "PUT", f"/api/models/{name}/evaluation", files={"file": (path.name, fh)}
+        )
+    console.print(f"{name}: evaluation set of {out['rows']} rows stored")
+
+
+def check_gate(name: str, version: int, requirements: list[str], output: str) -> None:
+    """Exit 1, explaining why, unless ``version`` beats production by every margin."""
+    client = Client()
+    response = client.http.post(
+        f"/api/models/{name}/versions/{version}/gate", json={"require_better": requirements}
+    )
+    body = response.json() if response.content else {}
+    report = body.get("details", body) if response.status_code == 409 else body
+    if response.status_code not in (200, 409):
+        fail(f"{response.status_code}: {body.get('error', response.text)}")
+    if output == "json":
+        _print_json(report)
+    else:
+        for reason in report.get("reasons", []):
+            console.print(f"  {reason}")
+    if response.status_code == 409:
+        fail(f"not promoted: {name}:{version} does not beat production by the required margins")
 
 
 def _print_json(data: Any) -> None:

@@ -215,7 +215,9 @@ def create_app(
     ]
     batches = BatchService(controller, registry, jobs.queue, settings)
     controller.managers.append(("batch", 0.5, batches.tick))
-    monitor = MonitorService(registry, controller.apply, metrics_registry=metrics.registry)
+    monitor = MonitorService(
+        registry, controller.apply, metrics_registry=metrics.registry, settings=settings
+    )
     controller.managers += monitor.managers()
 
     @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, Response
 
@@ -25,6 +25,7 @@ from zeroserve.control.rollout import RolloutPlan
 from zeroserve.control.traffic import set_traffic
 from zeroserve.errors import BadRequest, Conflict
 from zeroserve.gateway.monitor_service import MonitorService
+from zeroserve.monitor.evaluate import check_evaluation_set, evaluation_key
 from zeroserve.monitor.query import parse_duration, query
 from zeroserve.monitor.report import render_html
 from zeroserve.stats import finite
@@ -173,6 +174,40 @@ async def logs_query(request: Request, name: str, body: LogQuery) -> dict[str, A
     await asyncio.to_thread(svc.predlog.flush)
     result = await asyncio.to_thread(query, svc.registry.store, name, since_s=since, sql=body.sql)
     return result.to_dict()
+
+
+class GateRequest(BaseModel):
+    require_better: list[str] = Field(
+        description="METRIC:MARGIN the candidate must beat production by, e.g. accuracy:0.01"
+    )
+
+
+@admin_router.put("/models/{name}/evaluation")
+async def put_evaluation(
+    request: Request, name: str, file: Annotated[UploadFile, File(description=".npz: x, y")]
+) -> dict[str, Any]:
+    """Store the model's evaluation set (used by promotion gates)."""
+    svc = monitor(request)
+    await asyncio.to_thread(svc.registry.get_model, name)
+    data = await file.read()
+    rows = check_evaluation_set(data)
+    await asyncio.to_thread(svc.registry.store.put_bytes, evaluation_key(name), data)
+    return {"model": name, "rows": rows}
+
+
+@admin_router.post("/models/{name}/versions/{version}/gate")
+async def promotion_gate(
+    request: Request, name: str, version: int, body: GateRequest
+) -> dict[str, Any]:
+    """Does ``version`` beat production on the evaluation set by every margin? A 409
+    that explains itself when not."""
+    report = await monitor(request).gate(name, version, body.require_better)
+    if not report["passed"]:
+        raise Conflict(
+            f"{name}:{version} does not beat production: " + "; ".join(report["reasons"]),
+            **finite(report),
+        )
+    return finite(report)  # type: ignore[no-any-return]
 
 
 @data_router.post("/v1/endpoints/{name}/feedback")

@@ -12,7 +12,10 @@ import asyncio
 import json
 import logging
 import math
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,17 +24,21 @@ from prometheus_client import CollectorRegistry, Gauge
 from zeroserve.control.assignment import canary_failure
 from zeroserve.control.rollout_manager import RolloutManager
 from zeroserve.control.rollout_stats import OutcomeRecorder
-from zeroserve.errors import NotFound
+from zeroserve.errors import BadRequest, NotFound
 from zeroserve.monitor.abtest import ab_report
 from zeroserve.monitor.drift import DriftThresholds
+from zeroserve.monitor.evaluate import Requirement, evaluation_key, gate
 from zeroserve.monitor.live import LiveWindows
 from zeroserve.monitor.predlog import PredictionLog
 from zeroserve.monitor.profile import PROFILE_FILE, Profile, write_profile
 from zeroserve.monitor.query import connect
 from zeroserve.monitor.report import drift_report
 from zeroserve.monitor.shadow import ShadowComparison
+from zeroserve.registry.inspection import PACKAGE_TIMEOUT_S, limits_from
 from zeroserve.registry.registry import Registry
-from zeroserve.types import Arrays, EndpointSpec, Signature
+from zeroserve.sandbox import run_sandboxed
+from zeroserve.settings import Settings
+from zeroserve.types import Arrays, EndpointSpec, Signature, Stage
 
 log = logging.getLogger(__name__)
 FEEDBACK_RETENTION_S = 7 * 86400
@@ -45,8 +52,10 @@ class MonitorService:
         *,
         metrics_registry: CollectorRegistry | None = None,
         clock: Any = time.time,
+        settings: Settings | None = None,
     ) -> None:
         self.registry = registry
+        self.settings = settings or Settings()
         self.clock = clock
         self.predlog = PredictionLog(registry.store, clock=clock)
         self.live = LiveWindows(clock=clock)
@@ -209,6 +218,55 @@ class MonitorService:
                              since_ts=now - window_s, until_ts=now + 1, thresholds=t)
             )  # fmt: skip
         return {"endpoint": endpoint, "window_s": window_s, "variants": reports}
+
+    # registry gates
+    async def evaluate(self, model: str, version: int) -> dict[str, float]:
+        """Score a version on the model's evaluation set, in a sandboxed child."""
+        key = evaluation_key(model)
+        if not await asyncio.to_thread(self.registry.store.exists, key):
+            raise NotFound(
+                f"model {model!r} has no evaluation set; upload one with "
+                f"PUT /api/models/{model}/evaluation (an .npz with arrays x and y)"
+            )
+        info = await asyncio.to_thread(self.registry.get_version, model, version)
+        artifact = await asyncio.to_thread(self.registry.artifact_dir, info)
+        evaluation = await asyncio.to_thread(self.registry.store.materialize, key)
+        with tempfile.TemporaryDirectory(prefix="zs-evaluate-") as work:
+            request = json.dumps({"artifact_dir": str(artifact), "evaluation": str(evaluation)})
+            outcome = await run_sandboxed(
+                [sys.executable, "-m", "zeroserve.monitor.evaluate", request],
+                cwd=Path(work),
+                limits=limits_from(self.settings),
+                extra_env=self.settings.sandbox_env_passthrough,
+                timeout_s=PACKAGE_TIMEOUT_S,
+                user=self.settings.sandbox_user,
+            )
+        lines = outcome.stdout.decode(errors="replace").strip().splitlines()
+        reply: dict[str, Any] = (
+            json.loads(lines[-1]) if lines else {"ok": False, "error": "no output"}
+        )
+        if not reply["ok"]:
+            raise BadRequest(f"{model}:{version} could not be evaluated: {reply['error']}")
+        return dict(reply["metrics"])
+
+    async def gate(self, model: str, version: int, requirements: list[str]) -> dict[str, Any]:
+        reqs = [Requirement.parse(r) for r in requirements]
+        candidate = await self.evaluate(model, version)
+        info = await asyncio.to_thread(self.registry.get_model, model)
+        current = next((v for v in info.versions if v.stage == Stage.PRODUCTION), None)
+        theirs = None
+        if current is not None and current.version != version:
+            theirs = await self.evaluate(model, current.version)
+        ok, reasons = gate(candidate, theirs, reqs)
+        return {
+            "model": model,
+            "candidate": {"version": version, "metrics": candidate},
+            "production": None
+            if theirs is None
+            else {"version": current.version, "metrics": theirs},  # type: ignore[union-attr]
+            "passed": ok,
+            "reasons": reasons,
+        }
 
     # feedback and A/B
     def feedback(self, endpoint: str, request_id: str, outcomes: list[Any]) -> dict[str, Any]:
