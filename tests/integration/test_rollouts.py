@@ -8,6 +8,10 @@ every probability up by 0.25 (same errors, skewed scores).
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -238,6 +242,50 @@ def test_promotion_gate_scores_versions_on_the_evaluation_set(api: Api, tmp_path
     assert bad.status_code == 400 and "metric must be one of" in bad.json()["error"]
     junk = api.http.put("/api/models/m/evaluation", files={"file": ("e.npz", b"not npz")})
     assert junk.status_code == 400 and "numpy.savez" in junk.json()["error"]
+
+
+def cli(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ZEROSERVE_URL": api.url}
+    return subprocess.run(
+        [sys.executable, "-m", "zeroserve.cli.main", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def test_the_cli_over_a_live_server(api: Api) -> None:
+    rollouts = cli(api, "rollout", "list", "--format", "json")
+    assert rollouts.returncode == 0, rollouts.stderr
+    states = {r["endpoint"]: r["state"] for r in json.loads(rollouts.stdout)}
+    assert states["broken"] == "rolled_back" and states["same"] == "promoted"
+    status = cli(api, "rollout", "status", "broken")
+    assert status.returncode == 0 and "error_rate" in status.stdout
+    api.deploy("m", "1", endpoint="viacli")
+    split = cli(api, "endpoints", "set-traffic", "viacli", "m:1=75", "m:2=25")
+    assert split.returncode == 0 and "v2 25.0%" in split.stdout, split.stdout + split.stderr
+    bad = cli(api, "endpoints", "set-traffic", "viacli", "m:1")
+    assert bad.returncode == 1 and "MODEL:VERSION=WEIGHT" in bad.stderr
+    assert cli(api, "endpoints", "set-logging", "viacli", "--rate", "1").returncode == 0
+    for i in range(5):
+        assert api.invoke("viacli", {"instances": [[i, 1.0, 2.0]]}).status_code == 200
+    rows = cli(
+        api,
+        "logs",
+        "query",
+        "viacli",
+        "--sql",
+        "SELECT count(*) AS n FROM predictions",
+        "--format",
+        "json",
+    )
+    assert rows.returncode == 0, rows.stderr
+    assert json.loads(rows.stdout)["rows"] == [[5]]
+    refused = cli(api, "logs", "query", "viacli", "--sql", "DELETE FROM predictions")
+    assert refused.returncode == 1 and "only SELECT" in refused.stderr
+    drift = cli(api, "drift", "report", "viacli", "--window", "1h", "--format", "json")
+    assert drift.returncode == 0, drift.stderr
+    assert {v["variant"] for v in json.loads(drift.stdout)["variants"]} == {"v1", "v2"}
+    gated = cli(api, "models", "promote", "m", "4", "--require-better", "accuracy:0.01")
+    assert gated.returncode == 1 and "not promoted" in gated.stderr
 
 
 def test_a_rollout_survives_a_sigkill_and_continues(api: Api, server: ServerProcess) -> None:
