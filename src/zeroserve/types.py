@@ -30,6 +30,8 @@ OIP_TO_NUMPY: dict[str, str] = {
     "BYTES": "object",
 }
 NUMPY_TO_OIP: dict[str, str] = {v: k for k, v in OIP_TO_NUMPY.items()}
+# Datetime columns travel as ISO 8601 strings on the wire and as datetime64 inside.
+NUMPY_TO_OIP["datetime64[ns]"] = "BYTES"
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 """Named tensors, the currency between gateway, worker and runtime."""
@@ -84,17 +86,113 @@ class TensorSpec(BaseModel):
         return "[" + ", ".join("N" if d < 0 else str(d) for d in self.shape) + "]"
 
 
-class Signature(BaseModel):
-    """What a model version takes and returns."""
+class ColumnType(StrEnum):
+    """The kind of values a table column holds."""
 
-    inputs: list[TensorSpec]
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    STRING = "string"
+    DATETIME = "datetime"
+
+
+# The dtype a column travels in between gateway and replica: nullable ints are
+# floats (NaN for null), nullable bools and strings are objects (None for null).
+_COLUMN_TENSOR_DTYPES: dict[tuple[ColumnType, bool], str] = {
+    (ColumnType.FLOAT, False): "float64",
+    (ColumnType.FLOAT, True): "float64",
+    (ColumnType.INT, False): "int64",
+    (ColumnType.INT, True): "float64",
+    (ColumnType.BOOL, False): "bool",
+    (ColumnType.BOOL, True): "object",
+    (ColumnType.STRING, False): "object",
+    (ColumnType.STRING, True): "object",
+    (ColumnType.DATETIME, False): "datetime64[ns]",
+    (ColumnType.DATETIME, True): "datetime64[ns]",
+}
+
+Scalar = str | int | float | bool
+
+
+class ColumnSpec(BaseModel):
+    """One named column of a table input, with its type and whether it may be null."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: ColumnType
+    dtype: str = Field(
+        "", description="the pandas dtype the model was trained with, e.g. float32, category"
+    )
+    nullable: bool = False
+    categories: list[Scalar] | None = Field(
+        default=None, description="the known values of a categorical column"
+    )
+
+    def tensor(self) -> TensorSpec:
+        """The column as one named 1-D input (v2: one input per column)."""
+        dtype = _COLUMN_TENSOR_DTYPES[(self.type, self.nullable)]
+        return TensorSpec(name=self.name, dtype=dtype, shape=[-1], allow_nan=self.nullable)
+
+
+class Signature(BaseModel):
+    """What a model version takes and returns.
+
+    A *tensor* signature lists named ``inputs``. A *table* signature lists
+    ``columns``; its ``inputs`` are then one 1-D tensor per column, derived.
+    ``classes`` are a classifier's class names, in the order of its probabilities.
+    """
+
+    inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec]
+    columns: list[ColumnSpec] | None = None
+    classes: list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _columns_are_inputs(self) -> Signature:
+        if self.columns is not None:
+            if not self.columns:
+                raise ValueError("a table signature needs at least one column")
+            names = [c.name for c in self.columns]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"columns {dupes} appear more than once")
+            self.inputs = [c.tensor() for c in self.columns]
+        elif not self.inputs:
+            raise ValueError("a signature needs inputs (tensors) or columns (a table)")
+        return self
+
+    @property
+    def is_table(self) -> bool:
+        return self.columns is not None
 
     def input(self, name: str) -> TensorSpec | None:
         for spec in self.inputs:
             if spec.name == name:
                 return spec
         return None
+
+    def column(self, name: str) -> ColumnSpec | None:
+        for col in self.columns or ():
+            if col.name == name:
+                return col
+        return None
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def select_outputs(self, names: list[str] | None) -> Signature:
+        """The signature answering only ``names`` (a variant's ``outputs`` option)."""
+        if not names:
+            return self
+        known = self.output_names
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(
+                f"outputs {unknown} are not outputs of this model; it returns: {', '.join(known)}"
+            )
+        return self.model_copy(update={"outputs": [s for s in self.outputs if s.name in names]})
 
 
 class ScalingSpec(BaseModel):
@@ -148,6 +246,11 @@ class VariantSpec(BaseModel):
     memory_limit_mb: Annotated[int, Field(ge=16)] | None = None
     max_concurrency: Annotated[int, Field(ge=1)] = 1
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    outputs: list[str] | None = Field(
+        None,
+        description='answer only these outputs, e.g. ["label"] or ["probabilities"]; '
+        "default: every output of the model",
+    )
 
     @property
     def target_concurrency(self) -> float:

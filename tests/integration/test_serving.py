@@ -38,11 +38,13 @@ def expected(flavor: str, models_dir: Path, server: ServerProcess) -> dict[str, 
         import xgboost as xgb
 
         booster = xgb.Booster(model_file=str(models_dir / "xgb.ubj"))
-        return {"prediction": booster.predict(xgb.DMatrix(X))}
+        p = booster.predict(xgb.DMatrix(X))  # a classifier: both classes, like XGBClassifier
+        return {"label": (p > 0.5).astype(np.int64), "probabilities": np.column_stack([1 - p, p])}
     if flavor == "lightgbm":
         import lightgbm as lgb
 
-        return {"prediction": lgb.Booster(model_file=str(models_dir / "lgb.txt")).predict(X)}
+        p = lgb.Booster(model_file=str(models_dir / "lgb.txt")).predict(X)
+        return {"label": (p > 0.5).astype(np.int64), "probabilities": np.column_stack([1 - p, p])}
     return {"score": modelkit.python_model_predict(X)}
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from zeroserve.cli.demo_table import serve_by_column
 from zeroserve.loadgen import run_load
 from zeroserve.process import ServerProcess
 
@@ -168,7 +169,8 @@ def run_demo(requests: int = 2000, keep: bool = False) -> int:
             single = in_process_latency(model, x, onnx_path)
             results = load(server.url, x[0].tolist(), requests)
             worst = verify(client, model, x, onnx_path)
-        report(single, results, worst)
+            report(single, results, worst)
+            serve_by_column(client, workdir, console)
         return 0
     finally:
         if keep:

@@ -319,7 +319,8 @@ class Controller:
         elif managed.pool.spec != vspec:
             managed.pool.spec = vspec  # limits and scaling apply in place
             await managed.pool.scale_to(max(managed.pool.target, vspec.scaling.min_replicas))
-        return VariantRoute(vspec, version, managed.pool, metrics, version.signature)
+        signature = version.signature.select_outputs(vspec.outputs)
+        return VariantRoute(vspec, version, managed.pool, metrics, signature)
 
     def _died(self, key: PoolKey, address: str, how: str) -> None:
         for listener in self.death_listeners:

@@ -83,6 +83,7 @@ class DeployRequest(BaseModel):
     follow: bool = Field(
         False, description="follow the alias or '@stage' in ref: a promotion redeploys"
     )
+    outputs: list[str] | None = Field(None, description='answer only these, e.g. ["label"]')
 
 
 class EndpointUpdate(BaseModel):
@@ -365,6 +366,7 @@ def spec_from_deploy(body: DeployRequest, version: int) -> EndpointSpec:
         memory_limit_mb=body.memory_limit_mb,
         scaling=scaling,
         follow=lifecycle.check_followable(body.model, body.ref) if body.follow else None,
+        outputs=body.outputs,
     )
     return EndpointSpec(
         name=body.endpoint or body.model,

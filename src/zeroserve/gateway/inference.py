@@ -54,7 +54,7 @@ class JsonProtocol(InferenceProtocol):
     def encode(
         self, params: Params, variant: VariantRoute, result: Result, context: Any
     ) -> tuple[bytes, Headers]:
-        return jsonproto.encode(result.outputs, bool(context)), JSON_HEADERS
+        return jsonproto.encode(result.outputs, bool(context), variant.signature), JSON_HEADERS
 
 
 class V2Protocol(InferenceProtocol):
@@ -98,7 +98,13 @@ class V2Protocol(InferenceProtocol):
     ) -> tuple[bytes, Headers]:
         request_id, names, binary = context
         payload, out_headers = v2.encode_response(
-            params["name"], variant.spec.version, request_id, result.outputs, names, binary
+            params["name"],
+            variant.spec.version,
+            request_id,
+            result.outputs,
+            names,
+            binary,
+            variant.signature,
         )
         return payload, [(k.encode(), v.encode()) for k, v in out_headers.items()]
 

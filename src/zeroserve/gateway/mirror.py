@@ -251,7 +251,8 @@ class Mirror:
         pool.spec = spec
         pool.last_error = entry.get("last_error")
         pool.sync([str(address) for address in entry["replicas"]])
-        return VariantRoute(spec, version, pool, pool.metrics, version.signature)
+        signature = version.signature.select_outputs(spec.outputs)
+        return VariantRoute(spec, version, pool, pool.metrics, signature)
 
     def died(self, key: str, address: str, message: str) -> None:
         pool = self.pools.get(key)

@@ -385,7 +385,7 @@ class AsyncService:
         arrays, as_rows = jsonproto.decode(jsonproto.load_json(data), variant.signature)
         rows = rows_of(arrays)
         result = await variant.pool.submit(arrays, rows, route.spec.request_timeout_s)
-        body = jsonproto.encode(result.outputs, as_rows)
+        body = jsonproto.encode(result.outputs, as_rows, variant.signature)
         uri = await asyncio.to_thread(self.store.put_bytes, f"async/results/{job.id}.json", body)
         return {
             "result_uri": uri,

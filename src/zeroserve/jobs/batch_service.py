@@ -91,9 +91,17 @@ class BatchService:
     async def start(self, req: BatchRequest) -> dict[str, Any]:
         self.check_uris(req.input_uri, req.output_uri)
         version = await asyncio.to_thread(self.registry.get_version, req.model, req.ref)
-        n_features = version.signature.inputs[0].shape[-1]
-        if len(version.signature.inputs) != 1 or n_features < 0:
-            raise BadRequest("batch transform needs a model with one [N, features] input")
+        signature = version.signature
+        # Columns are matched by name whenever the signature names them, never by position.
+        names: list[str] | None = None
+        n_features: int | None = None
+        if signature.columns is not None:
+            names = [c.name for c in signature.columns]
+        else:
+            n_features = signature.inputs[0].shape[-1]
+            if len(signature.inputs) != 1 or n_features < 0:
+                raise BadRequest("batch transform needs a model with one [N, features] input")
+            names = signature.inputs[0].names
         manifest = await asyncio.to_thread(
             batch.plan,
             req.input_uri,
@@ -102,7 +110,9 @@ class BatchService:
             format=req.format,
             output_format=req.output_format,
             id_column=req.id_column,
+            feature_columns=names,
             n_features=n_features,
+            typed=signature.columns is not None,
         )
         run_id = uuid.uuid4().hex[:12]
         row = BatchRunRow(
@@ -320,6 +330,8 @@ class BatchService:
         manifest = await asyncio.to_thread(batch.load_manifest, row.output_uri)
         shard = manifest.shards[int(lease.job.payload["shard"])]
         skip = bool(json.loads(row.options)["skip_bad_rows"])
+        version = await asyncio.to_thread(self.registry.get_version, row.model, row.version)
+        columns = version.signature.columns
         try:
             await loop.run_in_executor(
                 self._threads,
@@ -329,6 +341,9 @@ class BatchService:
                     self._predictor(row, loop),
                     batch_rows=BATCH_ROWS,
                     skip_bad_rows=skip,
+                    columns=columns,
+                    input_name=version.signature.inputs[0].name,
+                    allow_nan=version.signature.inputs[0].allow_nan,
                 ),
             )
         except BadBatchInput as exc:

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from zeroserve.errors import InvalidInput, MalformedPayload, ModelError
+from zeroserve.protocols.table import columns_to_table
 from zeroserve.protocols.validation import check_shape, first_bool, may_hold_bools
 from zeroserve.types import NUMPY_TO_OIP, OIP_TO_NUMPY, Arrays, Signature, TensorSpec
 
@@ -76,6 +77,8 @@ def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any
 
 
 def decode_inputs(request: dict[str, Any], tail: bytes, signature: Signature) -> Arrays:
+    if signature.columns is not None:
+        return _decode_table(request, tail, signature)
     arrays: Arrays = {}
     offset = 0
     by_name = {s.name: s for s in signature.inputs}
@@ -125,6 +128,37 @@ def decode_inputs(request: dict[str, Any], tail: bytes, signature: Signature) ->
     return arrays
 
 
+def _decode_table(request: dict[str, Any], tail: bytes, signature: Signature) -> Arrays:
+    """One input per column, each of shape [N] (or [N, 1]); BYTES for strings and dates."""
+    columns: dict[str, Any] = {}
+    offset = 0
+    for i, item in enumerate(request["inputs"]):
+        if not isinstance(item, dict):
+            raise MalformedPayload(f"inputs[{i}] must be an object with name, shape, datatype")
+        name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
+        if not isinstance(name, str):
+            raise MalformedPayload(f"inputs[{i}] has no name; name it after its column")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise MalformedPayload(f"inputs[{i}].shape must be a list of non-negative integers")
+        if datatype not in OIP_TO_NUMPY:
+            raise InvalidInput(f"inputs[{i}].datatype {datatype!r} is not an OIP datatype")
+        where = f"inputs[{i}] ({name})"
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidInput(f"{where} has shape {shape}; a column is [N] or [N, 1]")
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            columns[name] = _from_binary(tail, offset, int(size), datatype, shape, where)
+            offset += int(size)
+        else:
+            data = item.get("data")
+            if not isinstance(data, list):
+                raise MalformedPayload(f"{where} has no data list")
+            if len(data) == 1 and isinstance(data[0], list):
+                data = data[0]
+            columns[name] = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
+    return columns_to_table(columns, signature, "inputs")
+
+
 def _from_binary(
     tail: bytes, offset: int, size: int, datatype: str, shape: list[int], where: str
 ) -> np.ndarray[Any, Any]:
@@ -144,7 +178,7 @@ def _from_binary(
 def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray[Any, Any]:
     dtype = np.dtype(OIP_TO_NUMPY[datatype])
     try:
-        arr = np.asarray(data)
+        arr = np.asarray(data, dtype=object if dtype.kind == "O" else None)
     except ValueError:
         raise InvalidInput(f"{where}: data is not a regular array of numbers") from None
     if dtype.kind != "O":
@@ -167,6 +201,8 @@ def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.nda
 
 
 def _conform(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+    if arr.ndim == 1 and spec.shape[1:] == [1] and spec.shape[0] < 0:
+        arr = arr.reshape(-1, 1)  # a column [N] for an [N, 1] input
     if arr.dtype != np.dtype(spec.dtype):
         if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
             arr = arr.astype(spec.dtype)
@@ -209,8 +245,17 @@ def requested_outputs(request: dict[str, Any], signature: Signature) -> tuple[li
 
 
 def encode_response(
-    model: str, version: int, request_id: Any, outputs: Arrays, names: list[str], binary: set[str]
+    model: str,
+    version: int,
+    request_id: Any,
+    outputs: Arrays,
+    names: list[str],
+    binary: set[str],
+    signature: Signature | None = None,
 ) -> tuple[bytes, dict[str, str]]:
+    """The answer; with ``signature``, a classifier's probability outputs carry
+    ``parameters.classes`` (the class of each column)."""
+    classes = signature.classes if signature is not None else None
     items: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name in names:
@@ -220,6 +265,8 @@ def encode_response(
                 f"the model returned outputs {', '.join(outputs) or 'none'} but its signature "
                 f"promises {name!r}; register the version again with a matching signature"
             )
+        if arr.dtype.kind == "M":
+            arr = np.datetime_as_string(arr).astype(object)
         datatype = "BYTES" if arr.dtype.kind in "OUS" else NUMPY_TO_OIP.get(str(arr.dtype))
         if datatype is None:
             raise ModelError(f"output {name!r} has dtype {arr.dtype}, which OIP cannot carry")
@@ -230,6 +277,8 @@ def encode_response(
             blobs.append(blob)
         else:
             item["data"] = arr.reshape(-1).tolist()
+        if classes is not None and arr.ndim == 2 and arr.shape[1] == len(classes):
+            item.setdefault("parameters", {})["classes"] = classes
         items.append(item)
     body: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": items}
     if request_id is not None:

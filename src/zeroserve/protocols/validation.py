@@ -48,6 +48,12 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
         raise InvalidInput(_diagnose(value, spec, where)) from None
     if arr.dtype.kind not in NUMERIC_KINDS:
         if spec.dtype == "object":
+            if arr.dtype.kind not in "USO":
+                raise InvalidInput(f"{where}: input {spec.name!r} takes strings (BYTES)")
+            arr = arr.astype(object)
+            if arr.ndim == 1 and spec.shape[1:] == [1]:
+                arr = arr.reshape(-1, 1)
+            check_shape(arr, spec, where)
             return arr
         nullable = arr.dtype.kind == "O" and spec.allow_nan and spec.dtype.startswith("float")
         if nullable:
@@ -65,7 +71,9 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
             )
     if arr.dtype != spec.dtype:
         arr = _cast(arr, spec, where)
-    if arr.ndim == len(spec.shape) - 1 and arr.ndim >= 1 and spec.shape[0] < 0:
+    if arr.ndim == 1 and spec.shape[1:] == [1] and spec.shape[0] < 0:
+        arr = arr.reshape(-1, 1)  # a column of scalars for an [N, 1] input (ONNX per-column)
+    elif arr.ndim == len(spec.shape) - 1 and arr.ndim >= 1 and spec.shape[0] < 0:
         arr = arr.reshape(1, *arr.shape)  # one row given without the batch dimension
     check_shape(arr, spec, where)
     if not spec.allow_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
