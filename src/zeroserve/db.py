@@ -49,6 +49,7 @@ def make_engine(url: str) -> Engine:
 
 def create_all(engine: Engine) -> None:
     # Import every module that declares tables so they register on Base.
+    import zeroserve.control.rollout_tables
     import zeroserve.cost.tables
     import zeroserve.jobs.tables
     import zeroserve.registry.tables  # noqa: F401

@@ -260,6 +260,30 @@ class VariantSpec(BaseModel):
         return max(1.0, self.max_batch_size / 2)
 
 
+class MonitoringSpec(BaseModel):
+    """Prediction logging, shadow sampling, sticky assignment and drift thresholds."""
+
+    log_sample_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="share of requests written to the prediction log (0..1)"
+    )
+    shadow_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        1.0, description="share of requests copied to the shadow (0..1)"
+    )
+    sticky_field: str | None = Field(
+        None,
+        description="input field whose value pins a caller to a variant (else the "
+        "X-Zeroserve-Key header)",
+    )
+    canary: str | None = Field(
+        None,
+        description="variant under a rollout (set by the rollout manager): its 5xx "
+        "answers are retried once on the baseline",
+    )
+    drift_threshold: Annotated[float, Field(gt=0)] = Field(
+        0.1, description="normed Wasserstein (numbers) or Jensen-Shannon (categories) alarm"
+    )
+
+
 class EndpointSpec(BaseModel):
     """A named entry point: its mode, variants and limits."""
 
@@ -269,6 +293,7 @@ class EndpointSpec(BaseModel):
     shadow: VariantSpec | None = None
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_concurrency: Annotated[int, Field(ge=1)] | None = None
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @model_validator(mode="after")
     def _mode_fits_scaling(self) -> EndpointSpec:

@@ -217,8 +217,17 @@ def promote(
     keep_existing: Annotated[
         bool, typer.Option(help="do not archive the version that held the stage")
     ] = False,
+    require_better: Annotated[
+        list[str] | None,
+        typer.Option(help="METRIC:MARGIN to beat production by on the evaluation set"),
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="text or json (gate report)")] = "text",
 ) -> None:
     """Move a version to a stage (the previous holder is archived)."""
+    if require_better:
+        from zeroserve.cli.monitor import check_gate
+
+        check_gate(name, version, require_better, output)
     info = Client().promote(name, version, stage.value, archive_existing=not keep_existing)
     console.print(f"{name} version {info['version']} is now [bold]{info['stage']}[/bold]")
     _print_redeployed(info)

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
+from zeroserve.control.assignment import key_point
 from zeroserve.control.policy import pick
 from zeroserve.metrics import VariantMetrics
 from zeroserve.outcomes import OutcomeSeries
@@ -32,9 +33,13 @@ class Route:
     shadow: VariantRoute | None = None
     in_flight: int = 0
 
-    def choose(self, u: float | None = None) -> VariantRoute:
+    def choose(self, u: float | None = None, key: bytes | None = None) -> VariantRoute:
+        """A variant by weight: for a sticky ``key`` the same one every time (and the
+        same as weights shift towards the last variant, the canary)."""
         if len(self.variants) == 1:
             return self.variants[0]
+        if key is not None:
+            u = key_point(self.spec.name, key.decode("utf-8", "replace"))
         return self.variants[pick(self.cum_weights, random.random() if u is None else u)]
 
     def for_version(self, version: int) -> VariantRoute | None:

@@ -20,9 +20,10 @@ from zeroserve.control.controller import Controller
 from zeroserve.cost import api as cost_api
 from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import batch_api, control_api, docs, jobs_api
+from zeroserve.gateway import batch_api, control_api, docs, jobs_api, monitor_api
 from zeroserve.gateway.dataplane import DataPlane, key_digest
 from zeroserve.gateway.inference import AsyncProtocol, JsonProtocol, V2Protocol
+from zeroserve.gateway.monitor_service import MonitorService
 from zeroserve.gateway.peers import GatewayPeers
 from zeroserve.gateway.state import ServerState
 from zeroserve.jobs.async_service import AsyncService
@@ -214,12 +215,17 @@ def create_app(
     ]
     batches = BatchService(controller, registry, jobs.queue, settings)
     controller.managers.append(("batch", 0.5, batches.tick))
+    monitor = MonitorService(
+        registry, controller.apply, metrics_registry=metrics.registry, settings=settings
+    )
+    controller.managers += monitor.managers()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Managers start here and endpoints load in the background: the port is open
         # (and /readyz says "loading") while models load.
         await controller.start()
+        monitor.start()
         if state.peers is not None:
             await state.peers.start()
         log.info(
@@ -236,6 +242,7 @@ def create_app(
             if state.peers is not None:
                 await state.peers.stop()
             await batches.close()
+            await monitor.stop()
             await controller.stop()
             await jobs.close()
 
@@ -264,6 +271,11 @@ def create_app(
             controller, metrics, outcomes, meter, settings, listen, control_url, access_log
         )
     api.state.zs = state
+    api.state.monitor = monitor
+    if state.peers is not None:
+        state.peers.monitor = monitor
+    gateway.monitor = monitor
+    monitor.shadow_dropped = lambda: gateway.shadow_dropped
     api.state.session_factory = registry.sessions
     api.state.meter = meter
     install_error_handlers(api)
@@ -273,6 +285,8 @@ def create_app(
     api.include_router(batch_api.router, prefix="/api", dependencies=guard)
     api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(cost_api.router, prefix="/api/cost", dependencies=guard)
+    api.include_router(monitor_api.admin_router, prefix="/api", dependencies=guard)
+    api.include_router(monitor_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(ops_router())
     docs.mount_docs(api, "zeroserve API", "/api/openapi.json")
     return gateway

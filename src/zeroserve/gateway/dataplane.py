@@ -18,12 +18,14 @@ import hashlib
 import itertools
 import logging
 import os
+import random
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from zeroserve.control.assignment import retry_on_baseline
 from zeroserve.errors import (
     Conflict,
     EndpointNotFound,
@@ -52,6 +54,7 @@ from zeroserve.types import Mode
 
 if TYPE_CHECKING:
     from zeroserve.control.routes import Route, RouteTable, VariantRoute
+    from zeroserve.gateway.monitor_hook import MonitorHook
     from zeroserve.metrics import Metrics
     from zeroserve.serving.pool import Result
     from zeroserve.settings import Settings
@@ -65,7 +68,14 @@ MAX_SHADOW_IN_FLIGHT = 256
 """Shadow copies in flight per process; beyond it copies are dropped and counted."""
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 BASE_HEADERS = frozenset(
-    {b"content-length", b"content-type", b"authorization", b"x-api-key", b"x-request-id"}
+    {
+        b"content-length",
+        b"content-type",
+        b"authorization",
+        b"x-api-key",
+        b"x-request-id",
+        b"x-zeroserve-key",
+    }
 )
 
 
@@ -103,6 +113,8 @@ class DataPlane:
         self.answered = 0
         """Inference requests this process has answered (shown per gateway process)."""
         self.shadow_dropped = 0
+        self.monitor: MonitorHook | None = None
+        """Prediction log, rollout outcomes, shadow comparison (set by the app)."""
 
     def add_protocol(self, protocol: Protocol, first: bool = False) -> None:
         """Add an entry to the table (first: before the others, e.g. a more specific path)."""
@@ -141,13 +153,22 @@ class DataPlane:
             if self.keys:
                 self._authorize(headers)
             if isinstance(protocol, InferenceProtocol):
-                answer = await self._infer(protocol, call)
+                answer = await self._infer(protocol, call, request_id, started)
             else:
                 answer = await protocol.serve(call)
             variant = answer.variant
         except Exception as exc:
             variant = getattr(exc, "variant", None)
             answer = _error_answer(exc, str(params.get("name", "")))
+            if self.monitor is not None and variant is not None:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                self.monitor.after_error(
+                    str(params.get("name", "")),
+                    variant.spec.name,
+                    answer.status,
+                    elapsed_ms,
+                    answer.cause,
+                )
         extra: Headers = [(b"x-request-id", request_id)]
         if variant is not None:
             extra.append((b"x-zeroserve-variant", variant.spec.name.encode()))
@@ -235,7 +256,9 @@ class DataPlane:
         return route
 
     # the inference chain
-    async def _infer(self, protocol: InferenceProtocol, call: Call) -> Answer:
+    async def _infer(
+        self, protocol: InferenceProtocol, call: Call, request_id: bytes, started: float
+    ) -> Answer:
         route = self._route(protocol.endpoint(call.params))
         if route.spec.mode is Mode.ASYNC:
             raise Conflict(
@@ -249,12 +272,49 @@ class DataPlane:
             arrays, context = await off_loop(  # a large body is decoded in a thread
                 self.decode_in_thread, body, protocol.decode, body, call.headers, variant.signature
             )
-            result = await self._predict(route, variant, arrays)
+            try:
+                result = await self._predict(route, variant, arrays)
+            except ZeroserveError as exc:
+                baseline = self._retry_target(route, variant, exc)
+                if baseline is None:
+                    raise
+                self._canary_failed(route, variant, exc, started)
+                variant = baseline
+                result = await self._predict(route, variant, arrays)
             payload, headers = protocol.encode(call.params, variant, result, context)
         except Exception as exc:
             exc.variant = variant  # type: ignore[attr-defined] # the outcome is this variant's
             raise
+        if self.monitor is not None:
+            self.monitor.after_answer(
+                route.spec, variant.spec.name, variant.spec.version, variant.signature,
+                request_id.decode(), arrays, result.outputs, 200,
+                (time.perf_counter() - started) * 1000,
+            )  # fmt: skip
         return Answer(200, payload, self._answer_headers(variant, result, headers), variant)
+
+    def _retry_target(
+        self, route: Route, variant: VariantRoute, exc: ZeroserveError
+    ) -> VariantRoute | None:
+        """The baseline, when a canary under a rollout failed with a 5xx (sync inference
+        is idempotent, so the request is sent once more, there)."""
+        canary = route.spec.monitoring.canary
+        if not retry_on_baseline(exc.status_code, variant.spec.name, canary, True, exc.code):
+            return None
+        others = [v for v in route.variants if v.spec.name != canary]
+        return max(others, key=lambda v: v.spec.weight) if others else None
+
+    def _canary_failed(
+        self, route: Route, canary: VariantRoute, exc: ZeroserveError, started: float
+    ) -> None:
+        # The failure is the canary's outcome (its guard must see it) though the client
+        # gets the baseline's answer.
+        elapsed = time.perf_counter() - started
+        self._count(route.spec.name, canary, _error_answer(exc, route.spec.name), elapsed)
+        if self.monitor is not None:
+            self.monitor.after_error(
+                route.spec.name, canary.spec.name, exc.status_code, elapsed * 1000, exc.code
+            )
 
     async def _predict(self, route: Route, variant: VariantRoute, arrays: Arrays) -> Result:
         limit = route.spec.max_concurrency
@@ -271,11 +331,15 @@ class DataPlane:
         finally:
             route.in_flight -= 1
         if route.shadow is not None:
-            self._shadow(route, route.shadow, arrays)
+            self._shadow(route, route.shadow, arrays, result.outputs)
         return result
 
-    def _shadow(self, route: Route, shadow: VariantRoute, arrays: Arrays) -> None:
-        """Copy the request to the shadow variant, off the request path; only counted."""
+    def _shadow(self, route: Route, shadow: VariantRoute, arrays: Arrays, primary: Arrays) -> None:
+        """Copy the request to the shadow variant, off the request path; its answer is
+        compared with the primary's (``monitor.shadow_compared``), never returned."""
+        rate = route.spec.monitoring.shadow_rate
+        if rate < 1.0 and random.random() >= rate:
+            return
         if len(self._background) >= MAX_SHADOW_IN_FLIGHT:
             self.shadow_dropped += 1
             self.metrics.shadow_dropped.labels(route.spec.name, shadow.spec.name).inc()
@@ -285,8 +349,12 @@ class DataPlane:
         async def fire() -> None:
             started = time.perf_counter()
             try:
-                await shadow.pool.submit(arrays, rows_of(arrays), route.spec.request_timeout_s)
+                answer = await shadow.pool.submit(
+                    arrays, rows_of(arrays), route.spec.request_timeout_s
+                )
             except ZeroserveError as exc:
+                if self.monitor is not None:
+                    self.monitor.shadow_failed(route.spec.name, shadow.spec.name)
                 series.record(exc.status_code, exc.code, time.perf_counter() - started, time.time())
                 self.metrics.requests.labels(
                     route.spec.name, shadow.spec.name, str(exc.status_code)
@@ -296,6 +364,10 @@ class DataPlane:
                 log.exception("shadow copy failed", extra={"endpoint": route.spec.name})
                 return
             elapsed = time.perf_counter() - started
+            if self.monitor is not None:
+                self.monitor.shadow_compared(
+                    route.spec.name, shadow.spec.name, primary, answer.outputs
+                )
             series.record(200, None, elapsed, time.time())
             shadow.metrics.ok.inc()
             shadow.metrics.latency.observe(elapsed)

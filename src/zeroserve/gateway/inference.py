@@ -75,7 +75,7 @@ class V2Protocol(InferenceProtocol):
     def select(self, route: Route, params: Params, headers: dict[bytes, bytes]) -> VariantRoute:
         version = params["version"]
         if version is None:
-            return route.choose()
+            return route.choose(key=headers.get(b"x-zeroserve-key"))
         found = route.for_version(version)
         if found is None:
             served = ", ".join(str(v.spec.version) for v in route.variants)

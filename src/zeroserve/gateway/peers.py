@@ -78,6 +78,8 @@ class GatewayPeers:
         self.control_url = control_url
         self.access_log = access_log
         self.peers: dict[int, Peer] = {}
+        self.monitor: Any = None
+        """The control process's MonitorService: secondaries' monitoring deltas go there."""
         self.restarts: dict[int, int] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
@@ -170,6 +172,9 @@ class GatewayPeers:
                         ),
                     )
             peer.answered = int(message.get("answered", 0))
+        elif op == "monitor":
+            if self.monitor is not None:
+                self.monitor.add_peer_report(message)
         elif op == "outcomes":
             self.outcomes.merge(message["entries"])
         elif op == "wake":

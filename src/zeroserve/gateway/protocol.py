@@ -77,7 +77,7 @@ class InferenceProtocol(Protocol):
 
     def select(self, route: Route, params: Params, headers: dict[bytes, bytes]) -> VariantRoute:
         """The variant that serves this request (weighted by default)."""
-        return route.choose()
+        return route.choose(key=headers.get(b"x-zeroserve-key"))
 
     def decode(
         self, body: bytes, headers: dict[bytes, bytes], signature: Signature

@@ -25,6 +25,7 @@ from zeroserve.backends import create_backend
 from zeroserve.gateway.dataplane import DataPlane
 from zeroserve.gateway.link import encode_line, read_first_line, read_lines
 from zeroserve.gateway.mirror import Mirror
+from zeroserve.gateway.monitor_peer import PeerMonitor
 from zeroserve.gateway.proxy import ControlProxy
 from zeroserve.metrics import Metrics
 from zeroserve.outcomes import Outcomes
@@ -53,6 +54,8 @@ class SecondaryGateway:
         )
         self.proxy = ControlProxy(control_url)
         self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.proxy, self.outcomes)
+        self.monitor = PeerMonitor(settings.resolved_artifact_url)
+        self.dataplane.monitor = self.monitor
         self.server: uvicorn.Server | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,6 +83,7 @@ class SecondaryGateway:
         reader, self._writer = await asyncio.open_unix_connection(sock=self.control, limit=2**26)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen(reader)), loop.create_task(self._report())]
+        self.monitor.start()
         self.send({"op": "hello", "pid": os.getpid()})
         # Serve nothing before the routes are here: a request would find no endpoint.
         await asyncio.wait_for(self._first_state.wait(), FIRST_STATE_TIMEOUT_S)
@@ -90,6 +94,7 @@ class SecondaryGateway:
             task.cancel()
         await self.mirror.stop()
         await self.proxy.aclose()
+        await asyncio.to_thread(self.monitor.stop)
 
     def send(self, message: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -134,6 +139,9 @@ class SecondaryGateway:
         entries = self.outcomes.drain()
         if entries:
             self.send({"op": "outcomes", "entries": entries})
+        monitored = self.monitor.report()
+        if monitored is not None:
+            self.send(monitored)
         if report != last:
             self.send({"op": "stats", "pools": report, "answered": self.dataplane.answered})
         if ticks % METRICS_EVERY == 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class Registry:
         self.engine = engine
         self.store = store
         self.sessions = session_factory(engine)
+        self.on_register: list[Callable[[Path, Signature], object]] = []
+        """Called with the artifact directory before a version is stored (e.g. profiling)."""
         create_all(engine)
 
     @classmethod
@@ -68,6 +70,8 @@ class Registry:
     ) -> ModelVersionInfo:
         """Store ``artifact_dir`` as the next version of ``name`` (created if new)."""
         check_name("model", name)
+        for hook in self.on_register:
+            hook(artifact_dir, signature)
         now = time.time()
         with self.session() as s:
             model = s.get(ModelRow, name, with_for_update=True)
