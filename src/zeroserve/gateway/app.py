@@ -26,6 +26,8 @@ from zeroserve.gateway.dataplane import DataPlane, key_digest
 from zeroserve.gateway.peers import GatewayPeers
 from zeroserve.jobs.async_service import AsyncService
 from zeroserve.jobs.batch_service import BatchService
+from zeroserve.llm import api as llm_api
+from zeroserve.llm.gateway import build_gateway
 from zeroserve.metrics import Metrics
 from zeroserve.registry.registry import Registry
 from zeroserve.settings import Settings
@@ -229,6 +231,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await controller.start()
+        await llm.service.start()
         if state.peers is not None:
             await state.peers.start()
         log.info(
@@ -245,6 +248,7 @@ def create_app(
             if state.peers is not None:
                 await state.peers.stop()
             await batches.close()
+            await llm.service.stop()
             await controller.stop()
             await jobs.close()
 
@@ -267,7 +271,10 @@ def create_app(
     api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(cost_api.router, prefix="/api/cost", dependencies=guard)
     api.include_router(ops_router())
-    gateway = DataPlane(controller, settings, metrics, api)
+    llm = build_gateway(settings, metrics.registry, api)  # /v1/chat/completions, /v1/messages, ...
+    api.state.llm = llm.service
+    api.include_router(llm_api.router, prefix="/api/llm", dependencies=guard)
+    gateway = DataPlane(controller, settings, metrics, llm)
     gateway.async_service = jobs
     gateway.state = state  # type: ignore[attr-defined]
     state.gateway = gateway

@@ -25,6 +25,7 @@ from zeroserve.gateway.dataplane import DataPlane
 from zeroserve.gateway.link import encode_line, read_first_line, read_lines
 from zeroserve.gateway.mirror import Mirror
 from zeroserve.gateway.proxy import ControlProxy
+from zeroserve.llm.gateway import build_gateway
 from zeroserve.metrics import Metrics
 from zeroserve.serving.zygote import die_with_parent
 from zeroserve.settings import Settings
@@ -44,7 +45,8 @@ class SecondaryGateway:
         self.metrics = Metrics()
         self.mirror = Mirror(self.metrics, self.send)
         self.proxy = ControlProxy(control_url)
-        self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.proxy)
+        self.llm = build_gateway(settings, self.metrics.registry, self.proxy)
+        self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.llm)
         self.server: uvicorn.Server | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -72,6 +74,7 @@ class SecondaryGateway:
         reader, self._writer = await asyncio.open_unix_connection(sock=self.control, limit=2**26)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen(reader)), loop.create_task(self._report())]
+        await self.llm.service.start()
         self.send({"op": "hello", "pid": os.getpid()})
         # Serve nothing before the routes are here: a request would find no endpoint.
         await asyncio.wait_for(self._first_state.wait(), FIRST_STATE_TIMEOUT_S)
@@ -81,6 +84,7 @@ class SecondaryGateway:
         for task in self._tasks:
             task.cancel()
         await self.mirror.stop()
+        await self.llm.service.stop()
         await self.proxy.aclose()
 
     def send(self, message: dict[str, Any]) -> None:
