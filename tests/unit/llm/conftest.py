@@ -83,6 +83,30 @@ def config_for(upstream: str) -> dict[str, Any]:
             {"name": "cut", "deployments": [oa("oa-cut", "gpt-cut")]},
             {"name": "claude-mid", "deployments": [an("an-mid", "claude-overloaded")]},
             {"name": "bedrock-mid", "deployments": [br("br-mid", "throttle-model")]},
+            {
+                "name": "trio",
+                "routing": "weighted",
+                "deployments": [
+                    oa("trio-500", "gpt-500", weight=100),
+                    oa("trio-slow", "gpt-slow", weight=100, timeout_s=0.1),
+                    oa("trio-good", "gpt-fake", weight=0.01),
+                ],
+            },
+            {
+                "name": "flaky",
+                "routing": "weighted",
+                "deployments": [
+                    oa("flaky-1", "gpt-flaky", weight=1000),
+                    oa("flaky-2", "gpt-fake", weight=0.001),
+                ],
+            },
+            {
+                "name": "latency",
+                "routing": "latency",
+                "deployments": [oa("lat-slow", "gpt-slow"), oa("lat-fast", "gpt-fake")],
+            },
+            {"name": "limited", "deployments": [oa("oa-429", "gpt-429")]},
+            {"name": "tiny", "context_window": 1000, "deployments": [oa("oa-tiny", "gpt-fake")]},
             {"name": "broken", "deployments": [oa("oa-broken", "gpt-500")]},
             {"name": "garbage", "deployments": [oa("oa-garbage", "gpt-garbage")]},
             {"name": "bad-request", "deployments": [oa("oa-400", "gpt-bad-request")]},
