@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from zeroserve.cli import batch, cost, endpoints, jobs, models
+from zeroserve.cli import batch, cost, endpoints, jobs, llm, models
 from zeroserve.settings import DEFAULT_PORT
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(batch.app, name="batch")
 app.add_typer(cost.app, name="cost")
+app.add_typer(llm.app, name="llm")
 app.command()(endpoints.deploy)
 app.command()(endpoints.invoke)
 

@@ -21,7 +21,7 @@ from zeroserve.control.controller import Controller
 from zeroserve.cost import api as cost_api
 from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import batch_api, control_api, jobs_api, v2
+from zeroserve.gateway import batch_api, control_api, jobs_api
 from zeroserve.gateway.dataplane import DataPlane, key_digest
 from zeroserve.gateway.peers import GatewayPeers
 from zeroserve.jobs.async_service import AsyncService
@@ -29,6 +29,7 @@ from zeroserve.jobs.batch_service import BatchService
 from zeroserve.llm import api as llm_api
 from zeroserve.llm.gateway import build_gateway
 from zeroserve.metrics import Metrics
+from zeroserve.protocols import v2
 from zeroserve.registry.registry import Registry
 from zeroserve.settings import Settings
 
