@@ -234,7 +234,8 @@ class FakeUpstream:
                     await resp.write(chunk({"content": f"tok{i} "}))
                     if model == "gpt-midstream" and i == 0:
                         await resp.write(
-                            b'data: {"error": {"message": "overloaded mid-stream", "type": "server_error"}}\n\n'
+                            b'data: {"error": {"message": "overloaded mid-stream", '
+                            b'"type": "server_error"}}\n\n'
                         )
                         return resp
                     if model == "gpt-cut" and i == 0:

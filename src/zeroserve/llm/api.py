@@ -95,7 +95,7 @@ async def create_key(request: Request, spec: KeyCreate) -> dict[str, Any]:
 @router.get("/keys")
 async def list_keys(request: Request) -> list[dict[str, Any]]:
     svc = _svc(request)
-    return [k.public() for k in await svc.db(svc.ledger.keys)]
+    return [k.public() for k in await svc.db(svc.ledger.list_keys)]
 
 
 @router.delete("/keys/{ref}")
@@ -103,7 +103,7 @@ async def revoke_key(request: Request, ref: str) -> dict[str, Any]:
     svc = _svc(request)
     record = await svc.db(svc.ledger.revoke, ref)
     await svc.refresh_keys()
-    return record.public()
+    return record.public()  # type: ignore[no-any-return]
 
 
 @router.put("/teams/{team}")

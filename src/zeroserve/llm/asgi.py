@@ -10,6 +10,7 @@ that served it and the gateway's own time (total minus waiting on the upstream).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -294,7 +295,7 @@ class LLMGateway:
                 tail = encoder.end(live.state.usage)
             elif include_usage:
                 usage = (live.state.usage or Usage()).to_openai()
-                final = {
+                final: JSON = {
                     "id": last.get("id"),
                     "object": "chat.completion.chunk",
                     "created": last.get("created"),
@@ -318,10 +319,8 @@ class LLMGateway:
                 error = pumping.result()
             else:
                 pumping.cancel()  # the client left: stop reading the upstream now
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await pumping
-                except asyncio.CancelledError:
-                    pass
                 error = "client_disconnected"
         except BaseException:
             pumping.cancel()
@@ -331,10 +330,8 @@ class LLMGateway:
             watching.cancel()
             aclose = getattr(live.rest, "aclose", None)
             if aclose is not None and error is not None:
-                try:
+                with contextlib.suppress(Exception):
                     await aclose()
-                except Exception:
-                    pass
             calls.finish_stream(live, error)
 
     def _encode(

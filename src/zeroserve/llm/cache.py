@@ -33,7 +33,7 @@ class ResponseCache:
         if sampled and not (forced or self.config.sampled):
             return None
         canonical = orjson.dumps(
-            {k: v for k, v in body.items() if k != "stream" and k != "stream_options"},
+            {k: v for k, v in body.items() if k not in {"stream", "stream_options"}},
             option=orjson.OPT_SORT_KEYS,
         )
         return hashlib.sha256(key_id.encode() + b"\0" + canonical).digest()

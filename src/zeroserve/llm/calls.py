@@ -8,6 +8,7 @@ after it, the client has seen output and the stream can only end (cleanly or cut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -354,10 +355,8 @@ def release(call: Call, status: str) -> None:
 async def _close(gen: AsyncIterator[Any]) -> None:
     aclose = getattr(gen, "aclose", None)
     if aclose is not None:
-        try:
+        with contextlib.suppress(Exception):
             await aclose()
-        except Exception:
-            pass
 
 
 def _all_down(call: Call) -> ZeroserveError:

@@ -94,7 +94,7 @@ def _headers(raw: bytes) -> dict[str, str]:
         i += 1 + n
         kind = raw[i]
         i += 1
-        if kind == 7 or kind == 6:  # string or bytes
+        if kind in {7, 6}:  # string or bytes
             (length,) = struct.unpack_from(">H", raw, i)
             value = raw[i + 2 : i + 2 + length]
             headers[name] = value.decode("utf-8", "replace")

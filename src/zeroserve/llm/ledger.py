@@ -251,7 +251,7 @@ class Ledger:
                     )
                 )
 
-    def keys(self) -> list[KeyRecord]:
+    def list_keys(self) -> list[KeyRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(keys_table).order_by(keys_table.c.created_at)).mappings()
             return [_key(dict(r)) for r in rows]

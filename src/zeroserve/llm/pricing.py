@@ -2,7 +2,8 @@
 
 Catalog LLM targets price ``input_token`` / ``output_token`` (and optionally
 ``cache_read_token`` / ``cache_write_token``) in USD per ``per`` tokens; a zeroserve
-endpoint can name a hardware target, whose ``instance_hour``, ``gpu_second`` or ``second`` price (for
+endpoint can name a hardware target, whose ``instance_hour``, ``gpu_second`` or ``second``
+price (for
 ``catalog_option``, e.g. the instance type) prices its measured compute time.
 """
 

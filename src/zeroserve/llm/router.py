@@ -134,11 +134,11 @@ def backoff_s(
     attempt: int, resilience: Resilience, retry_after_s: float | None, rng: random.Random
 ) -> float:
     """Exponential backoff with jitter; an upstream's Retry-After wins when it asks for longer."""
-    base = min(resilience.backoff_max_s, resilience.backoff_base_s * (2**attempt))
+    base = min(resilience.backoff_max_s, resilience.backoff_base_s * float(2**attempt))
     delay = base * (0.5 + rng.random() / 2)
     if retry_after_s is not None:
         delay = max(delay, min(retry_after_s, resilience.backoff_max_s))
-    return delay
+    return float(delay)
 
 
 def _ewma(old: float, new: float, alpha: float) -> float:

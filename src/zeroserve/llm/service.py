@@ -269,7 +269,8 @@ class LLMService:
             return
         if record.models is not None and model not in record.models:
             raise Forbidden(
-                f"this key may not use model {model!r}; it may use: {', '.join(record.models) or 'none'}"
+                f"this key may not use model {model!r}; "
+                f"it may use: {', '.join(record.models) or 'none'}"
             )
         if record.rpm is not None or record.tpm is not None:
             self.limiter.admit(f"key {record.name}", record.rpm, record.tpm, now)

@@ -63,7 +63,8 @@ def expected_cost(kind: str) -> int:
 
 
 def test_expected_costs_by_hand() -> None:
-    # 8*1 + 5*2 + 4*0.5 = 20; 10*3 + 7*15 + 30*0.3 + 20*3.75 = 219; 11*3 + 6*15 + 3*0.3 + 2*3.75 = 131.4 -> 132
+    # 8*1 + 5*2 + 4*0.5 = 20; 10*3 + 7*15 + 30*0.3 + 20*3.75 = 219;
+    # 11*3 + 6*15 + 3*0.3 + 2*3.75 = 131.4 -> 132
     assert [expected_cost(k) for k in ("openai", "anthropic", "bedrock")] == [20, 219, 132]
 
 

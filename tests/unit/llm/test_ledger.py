@@ -59,7 +59,7 @@ def test_reserve_settle_and_budget(ledger: Ledger) -> None:
         ledger.reserve(key.id, None, 60, "r2")  # 60 held + 60 > 100
     assert "lower max_tokens" in exc.value.message
     _settle(ledger, "r1", key.id, None, 60, 25)
-    k = next(r for r in ledger.keys() if r.id == key.id)
+    k = next(r for r in ledger.list_keys() if r.id == key.id)
     assert (k.spent_micros, k.reserved_micros) == (25, 0)
     ledger.reserve(key.id, None, 60, "r3")  # 25 + 60 <= 100
     ledger.revoke(key.id)
@@ -75,7 +75,7 @@ def test_team_budget_binds_every_key(ledger: Ledger) -> None:
     with pytest.raises(BudgetExceeded) as exc:
         ledger.reserve(b.id, "ml", 70, "rb")
     assert "team 'ml'" in exc.value.message
-    b_after = next(r for r in ledger.keys() if r.id == b.id)
+    b_after = next(r for r in ledger.list_keys() if r.id == b.id)
     assert b_after.reserved_micros == 0  # the key's hold was rolled back with the team's refusal
 
 
@@ -93,12 +93,12 @@ def test_stale_reservation_is_spent_in_full(ledger: Ledger) -> None:
     key, _ = ledger.create_key("s", budget_micros=1000)
     ledger.reserve(key.id, None, 300, "lost")
     assert ledger.sweep(older_than_s=-1) >= 1  # others may be left by earlier tests
-    k = next(r for r in ledger.keys() if r.id == key.id)
+    k = next(r for r in ledger.list_keys() if r.id == key.id)
     assert (k.spent_micros, k.reserved_micros) == (300, 0)
     _settle(
         ledger, "lost", key.id, None, 300, 100
     )  # the dead process's late settle changes nothing
-    k = next(r for r in ledger.keys() if r.id == key.id)
+    k = next(r for r in ledger.list_keys() if r.id == key.id)
     assert (k.spent_micros, k.reserved_micros) == (300, 0)
 
 
@@ -127,7 +127,7 @@ def test_concurrent_reservations_never_overrun(url: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    k = next(r for r in setup.keys() if r.id == key.id)
+    k = next(r for r in setup.list_keys() if r.id == key.id)
     assert k.reserved_micros == 0
     assert k.spent_micros == len(admitted) * actual
     assert k.spent_micros <= 20 * worst

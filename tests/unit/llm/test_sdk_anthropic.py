@@ -124,10 +124,10 @@ def test_errors_in_anthropic_format(client: anthropic.Anthropic) -> None:
 
 
 def test_mid_stream_overloaded(client: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.APIStatusError) as err:  # noqa: PT012
-        with client.messages.stream(model="claude-mid", max_tokens=100, messages=MESSAGES) as s:  # type: ignore[arg-type]
-            for _ in s.text_stream:
-                pass
+    stream = client.messages.stream(model="claude-mid", max_tokens=100, messages=MESSAGES)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.APIStatusError) as err, stream as s:
+        for _ in s.text_stream:
+            pass
     assert "Overloaded" in str(err.value)
 
 

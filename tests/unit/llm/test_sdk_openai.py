@@ -87,7 +87,7 @@ def test_stream_text_and_usage(client: openai.OpenAI, model: str) -> None:
     assert finish == "stop"
     assert usage is not None
     key = model if model in EXPECTED else "chat"
-    prompt, completion, cached = EXPECTED[key]
+    prompt, completion, _cached = EXPECTED[key]
     assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, completion)
 
 

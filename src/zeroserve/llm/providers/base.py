@@ -8,6 +8,7 @@ upstream's wire format and back, and reports usage in the normalised ``Usage``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -231,7 +232,5 @@ def _retry_after(value: str | None) -> float | None:
 
 async def cancel_quietly(task: asyncio.Task[Any]) -> None:
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-    except (asyncio.CancelledError, Exception):
-        pass

@@ -25,6 +25,7 @@ from zeroserve.llm.eventstream import EventStreamDecoder, EventStreamError
 from zeroserve.llm.providers.base import (
     JSON,
     Completion,
+    ErrorKind,
     Provider,
     StreamState,
     UpstreamError,
@@ -114,7 +115,7 @@ class BedrockProvider(Provider):
                     name = headers_.get(":event-type") or headers_.get(":exception-type", "")
                     if kind != "event":
                         message = _message_of(raw) or headers_.get(":error-message", name)
-                        err_kind = "rate_limit" if name in THROTTLING else "server"
+                        err_kind: ErrorKind = "rate_limit" if name in THROTTLING else "server"
                         raise UpstreamError(
                             err_kind,
                             f"{dep.name} failed mid-stream ({name}): "
