@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,7 @@ class Phase:
     ok: int = 0
     failed: int = 0
     timeouts: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
     cpu_s: float = 0.0
     rss_mb: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
@@ -158,6 +159,7 @@ class Phase:
             "ok": self.ok,
             "failed": self.failed,
             "timeouts": self.timeouts,
+            "errors": self.errors,
             "success": round(self.ok / self.sent, 4) if self.sent else 0.0,
             "achieved_rps": round(self.ok / self.duration_s, 1),
             "p50_ms": pct(self.latencies_ms, 50),
@@ -250,6 +252,8 @@ async def open_loop(
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             phase.failed += 1
             phase.timeouts += isinstance(exc, TimeoutError)
+            name = type(exc).__name__
+            phase.errors[name] = phase.errors.get(name, 0) + 1
             if conn is not None:
                 conn[1].close()
             return
@@ -262,6 +266,7 @@ async def open_loop(
                 phase.overhead_us.append(overhead)
         else:
             phase.failed += 1
+            phase.errors[str(status)] = phase.errors.get(str(status), 0) + 1
         idle.append(conn)
 
     pids = target.pids()
@@ -326,15 +331,18 @@ def start_upstream(tmp: Path, chunks: int, chunk_ms: float) -> Target:
 
 def start_zeroserve(tmp: Path, upstream: Target, processes: int) -> Target:
     port = free_port()
-    deps = lambda m: [
-        {
-            "name": f"up-{m}",
-            "provider": "openai",
-            "model": m,
-            "base_url": upstream.url,  # noqa: E731
-            "prices": {"input": "0.15", "output": "0.6"},
-        }
-    ]
+
+    def deps(m: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": f"up-{m}",
+                "provider": "openai",
+                "model": m,
+                "base_url": upstream.url,
+                "prices": {"input": "0.15", "output": "0.6"},
+            }
+        ]
+
     config = {
         "cache": {"enabled": False},
         "resilience": {"health_interval_s": 600},
@@ -434,6 +442,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         plan: list[tuple[Target, str, int]] = []
         for t in targets:
             plan += [(t, "instant", r) for r in rates]
+            if args.instant_only:
+                continue
             if t.name != "litellm":
                 plan += [(t, "delay50", 1000), (t, "stream", 100), (t, "stream", 500)]
             else:
@@ -445,8 +455,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             s = phase.summary()
             phases.append(s)
             print(json.dumps(s), flush=True)
-            await asyncio.sleep(1)  # let the last timeouts drain
+            await asyncio.sleep(3 if t.name == "litellm" else 1)  # let the last timeouts drain
         soak_result = None
+        if litellm is not None:
+            litellm.stop()  # nothing else competes with the soak
         if args.soak_s > 0:
             soak_result = await soak(targets[1], args.soak_rate, args.soak_s, {})
             print(
@@ -465,6 +477,52 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """Tables for docs/benchmarks.md: every phase, then overhead against direct."""
+    phases = result["phases"]
+    lines = [
+        "| target | mode | rate | success | p50 ms | p90 ms | p99 ms | TTFT p50 | TTFT p99 "
+        "| self-reported overhead p50/p99 us | CPU us/req | cores | RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    for p in phases:
+        oh = (
+            "-"
+            if p["overhead_header_p50_us"] is None
+            else f"{p['overhead_header_p50_us']:g} / {p['overhead_header_p99_us']:g}"
+        )
+        lines.append(
+            f"| {p['target']} | {p['mode']} | {p['rate']} | {p['success'] * 100:.2f}% "
+            f"| {f(p['p50_ms'])} | {f(p['p90_ms'])} | {f(p['p99_ms'])} | {f(p['ttft_p50_ms'])} "
+            f"| {f(p['ttft_p99_ms'])} | {oh} | {f(p['cpu_us_per_request'])} "
+            f"| {f(p['cpu_cores'])} | {f(p['rss_mb'])} |"
+        )
+    direct = {(p["mode"], p["rate"]): p for p in phases if p["target"] == "direct"}
+    lines += [
+        "",
+        "| target | mode | rate | p50 - direct ms | p99 - direct ms | TTFT p50 - direct ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for p in phases:
+        d = direct.get((p["mode"], p["rate"]))
+        if p["target"] == "direct" or d is None or p["p50_ms"] is None:
+            continue
+        ttft = (
+            "-"
+            if p["ttft_p50_ms"] is None or d["ttft_p50_ms"] is None
+            else f"{p['ttft_p50_ms'] - d['ttft_p50_ms']:.3f}"
+        )
+        lines.append(
+            f"| {p['target']} | {p['mode']} | {p['rate']} | {p['p50_ms'] - d['p50_ms']:.3f} "
+            f"| {p['p99_ms'] - d['p99_ms']:.3f} | {ttft} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -477,11 +535,17 @@ def main() -> None:
     p.add_argument("--soak-rate", type=int, default=500)
     p.add_argument("--litellm-max-rate", type=int, default=2000)
     p.add_argument("--no-litellm", action="store_true")
+    p.add_argument("--instant-only", action="store_true", help="only the instant-mode rates")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / ".cache" / "llm_gateway.json")
+    p.add_argument("--report", type=Path, help="print the markdown tables of a saved run and exit")
     args = p.parse_args()
+    if args.report:
+        print(markdown(json.loads(args.report.read_text())))
+        return
     result = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    print(markdown(result))
     print(f"wrote {args.out}")
 
 

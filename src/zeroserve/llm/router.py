@@ -101,8 +101,8 @@ def order(
 ) -> list[DeploymentState]:
     """The deployments to try, best first; open breakers are left out unless all are open."""
     live = [s for s in states if s.available(now, cooldown_s)]
-    if not live:
-        return []
+    if len(live) < 2:
+        return live
     if strategy == "weighted":
         return _weighted(live, draw)
     if strategy == "latency":
