@@ -124,6 +124,10 @@ def test_budget_holds_across_processes_under_200_concurrent_calls(server: Server
     while key()["reserved_micros"] and time.monotonic() < deadline:
         time.sleep(0.1)
     k = key()
+    rows = httpx.get(
+        f"{server.url}/api/llm/usage/rows", params={"key": k["id"], "limit": 1000}
+    ).json()
+    assert len(rows) == ok  # every answered call is on the key: none passed as anonymous
     assert k["reserved_micros"] == 0
     assert k["spent_micros"] == ok * actual  # exact: every answered call, at reported usage
     assert (

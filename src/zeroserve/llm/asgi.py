@@ -67,7 +67,7 @@ class LLMGateway:
         headers = {k: v for k, v in scope["headers"] if k in _WANTED}
         anthropic = path == "/v1/messages"
         try:
-            caller = self.service.authenticate(_secret(headers))
+            caller = await self.service.caller(_secret(headers))
             if path == "/v1/models":
                 await self._models(send, b"anthropic-version" in headers)
                 return

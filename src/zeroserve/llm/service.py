@@ -48,6 +48,8 @@ KEYS_REFRESH_S = 1.0
 GENERATION_POLL_S = 1.0
 SWEEP_INTERVAL_S = 60.0
 STALE_RESERVATION_S = 3600.0
+UNKNOWN_KEY_REFRESH_S = 0.05
+"""An unknown key re-reads the key table at most this often (bad keys cannot flood the DB)."""
 
 
 class ModelNotFoundError(NotFound):
@@ -95,6 +97,8 @@ class LLMService:
         self.rng = random.Random()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="llm-ledger")
         self.keys: dict[str, KeyRecord] = {}
+        self._keys_read_at = 0.0
+        self._key_read: asyncio.Task[None] | None = None
         self.pending: list[Settlement] = []
         self.session: aiohttp.ClientSession | None = None
         self.providers: dict[str, Provider] = {}
@@ -203,7 +207,34 @@ class LLMService:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def refresh_keys(self) -> None:
+        """Re-read the key table; concurrent callers share one read."""
+        if self._key_read is None:
+            self._key_read = asyncio.get_running_loop().create_task(self._read_keys())
+        read = self._key_read
+        try:
+            await asyncio.shield(read)
+        finally:
+            if read.done() and self._key_read is read:
+                self._key_read = None
+
+    async def _read_keys(self) -> None:
+        started = time.monotonic()
         self.keys = await self.db(self.ledger.keys_by_digest)
+        self._keys_read_at = started
+
+    async def caller(self, secret: str | None) -> Caller:
+        """``authenticate``, after re-reading the keys when the secret is not known yet: a key
+        created a moment ago in another process must never pass as anonymous."""
+        if secret:
+            d = digest(secret)
+            if d not in self.keys and d not in self.master:
+                open_access = not self.master and not any(not k.revoked for k in self.keys.values())
+                recent = time.monotonic() - self._keys_read_at <= UNKNOWN_KEY_REFRESH_S
+                # While the gateway looks open, an unknown key always re-reads (never passes
+                # as anonymous on a stale table); once keys exist, at most every 50 ms.
+                if open_access or self._key_read is not None or not recent:
+                    await self.refresh_keys()
+        return self.authenticate(secret)
 
     async def flush(self) -> None:
         if self.pending:
