@@ -36,7 +36,7 @@ integration: $(STAMP) services
 	$(BIN)/pytest tests/integration
 
 test: $(STAMP) services lint typecheck
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python bench/serve.py

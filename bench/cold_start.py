@@ -133,7 +133,9 @@ def main() -> None:
     sio.dump(model, work / "fraud.skops")
     env = {"ZEROSERVE_GATEWAY_PROCESSES": str(args.processes)}
     with ServerProcess(work / "state", env=env) as server:
-        client = httpx.Client(base_url=server.url, timeout=600)
+        client = httpx.Client(
+            base_url=server.url, timeout=600, headers={"x-zeroserve-client": "bench"}
+        )
         for data in ({}, {"compile": "onnx"}):
             with (work / "fraud.skops").open("rb") as fh:
                 client.post(

@@ -73,7 +73,9 @@ def main() -> None:
 
     sio.dump(model, work / "fraud.skops")
     with ServerProcess(work / "state") as server:
-        client = httpx.Client(base_url=server.url, timeout=600)
+        client = httpx.Client(
+            base_url=server.url, timeout=600, headers={"x-zeroserve-client": "bench"}
+        )
         with (work / "fraud.skops").open("rb") as fh:
             client.post(
                 "/api/models/fraud/versions",

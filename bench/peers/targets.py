@@ -383,7 +383,7 @@ class ZeroserveTarget(Target):
                 "--processes", str(self.processes)]  # fmt: skip
 
     def after_start(self) -> None:
-        env = {**os.environ, "ZEROSERVE_URL": f"http://127.0.0.1:{self.port}"}
+        env = {**os.environ, **self.env(), "ZEROSERVE_URL": f"http://127.0.0.1:{self.port}"}
         for args in (ZEROSERVE_REGISTER + list(self.register_extra), ZEROSERVE_DEPLOY):
             filled = [arg.format(model=self.artifacts.model_joblib, name=self.endpoint)
                       for arg in args]  # fmt: skip
@@ -424,12 +424,42 @@ class ZeroserveOnnxOneProcessTarget(ZeroserveOnnxTarget):
     processes = 1
 
 
+class _FromBaselineSource:
+    """Runs zeroserve from another checkout's ``src`` (``ZEROSERVE_BASELINE_SRC``): the
+    commit before a change, measured in the same run as the change itself."""
+
+    def prepare(self) -> None:
+        src = os.environ.get("ZEROSERVE_BASELINE_SRC")
+        if not src or not (Path(src) / "zeroserve").is_dir():
+            raise TargetError(
+                "set ZEROSERVE_BASELINE_SRC to the src/ of a checkout of the baseline commit "
+                "(git worktree add /tmp/base COMMIT; ZEROSERVE_BASELINE_SRC=/tmp/base/src)"
+            )
+
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": os.environ["ZEROSERVE_BASELINE_SRC"]}
+
+
+class ZeroserveBaselineTarget(_FromBaselineSource, ZeroserveTarget):
+    name = "zeroserve-base"
+    baseline = ()
+    goal_ratio = None
+
+
+class ZeroserveOnnxBaselineTarget(_FromBaselineSource, ZeroserveOnnxTarget):
+    name = "zeroserve-onnx-base"
+    baseline = ()
+    goal_ratio = None
+
+
 TARGETS: dict[str, type[Target]] = {
     cls.name: cls
     for cls in (
         ZeroserveTarget,
         ZeroserveOnnxTarget,
         ZeroserveOnnxOneProcessTarget,
+        ZeroserveBaselineTarget,
+        ZeroserveOnnxBaselineTarget,
         BentoMLTarget,
         BentoMLBatchingTarget,
         MLServerTarget,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 __version__ = "0.1.0"
 
 from zeroserve.errors import ZeroserveError
@@ -20,6 +22,8 @@ from zeroserve.types import (
 
 __all__ = [
     "ArtifactMeta",
+    "AsyncJob",
+    "Client",
     "EndpointSpec",
     "Flavor",
     "Mode",
@@ -33,3 +37,17 @@ __all__ = [
     "ZeroserveError",
     "__version__",
 ]
+
+if typing.TYPE_CHECKING:
+    from zeroserve.client import AsyncJob, Client
+
+# The client pulls in httpx; model workers import this package and do not need it.
+_LAZY = {"AsyncJob": "zeroserve.client", "Client": "zeroserve.client"}
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zeroserve' has no attribute {name!r}")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
 from zeroserve.errors import require
+from zeroserve.integrity import check_sqlite
 
 
 class Base(DeclarativeBase):
@@ -26,6 +27,7 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            check_sqlite(Path(path))  # before any connection replays (or drops) the WAL
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -18,11 +18,15 @@ JSON response in one place; anything else becomes a 500 without a stack trace.
     │   ├── EndpointNotFound
     │   └── JobNotFound
     ├── Conflict (409)
+    ├── JobFailed (422)                 an async job or batch run ended without a result
     ├── PayloadTooLarge (413)
     ├── TooManyRequests (429)           queue full; carries Retry-After
     ├── MissingExtra (500)              an optional dependency is not installed
+    ├── BadModelOutput (502)            the model answered with the wrong shape or rows
     └── ServiceUnavailable (503)
+        ├── ServerUnreachable           the client could not connect to the server
         ├── ReplicaCrashed              the worker died holding the request
+        ├── ReplicaHung                 the worker missed its batch deadline and was replaced
         ├── NoReplicaAvailable          could not start a replica in time
         └── RequestTimeout (504)
 """
@@ -114,6 +118,13 @@ class Conflict(ZeroserveError):
     code = "conflict"
 
 
+class JobFailed(ZeroserveError):
+    """An async job or a batch run failed; the message is the job's own error."""
+
+    status_code = 422
+    code = "job_failed"
+
+
 class PayloadTooLarge(ZeroserveError):
     status_code = 413
     code = "payload_too_large"
@@ -149,8 +160,18 @@ class ServiceUnavailable(ZeroserveError):
     code = "service_unavailable"
 
 
+class ServerUnreachable(ServiceUnavailable):
+    """Raised by the client: nothing answered at the server's URL."""
+
+    code = "server_unreachable"
+
+
 class ReplicaCrashed(ServiceUnavailable):
     code = "replica_crashed"
+
+
+class ReplicaHung(ServiceUnavailable):
+    code = "replica_hung"
 
 
 class NoReplicaAvailable(ServiceUnavailable):
@@ -167,6 +188,13 @@ class ModelError(ZeroserveError):
 
     status_code = 422
     code = "model_error"
+
+
+class BadModelOutput(ZeroserveError):
+    """The model answered, but not with one output row per input row (a bug in the model)."""
+
+    status_code = 502
+    code = "bad_model_output"
 
 
 def require(module: str, extra: str) -> Any:

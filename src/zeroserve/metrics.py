@@ -48,11 +48,23 @@ class Metrics:
             ["endpoint", "variant", "code"],
             registry=r,
         )
+        self.errors = Counter(
+            "zeroserve_request_errors",
+            "Requests answered with an error, by status and cause (the error code)",
+            ["endpoint", "variant", "code", "cause"],
+            registry=r,
+        )
         self.latency = Histogram(
             "zeroserve_request_duration_seconds",
-            "Time from request received to response ready",
-            ["endpoint"],
+            "Time from request received to response sent, failures included",
+            ["endpoint", "variant"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "zeroserve_shadow_dropped",
+            "Shadow copies not sent because too many were in flight",
+            ["endpoint", "variant"],
             registry=r,
         )
         self.batch_rows = Histogram(
@@ -151,7 +163,7 @@ class Metrics:
     def for_variant(self, endpoint: str, variant: str) -> VariantMetrics:
         return VariantMetrics(
             ok=self.requests.labels(endpoint, variant, "200"),
-            latency=self.latency.labels(endpoint),
+            latency=self.latency.labels(endpoint, variant),
             batch_rows=self.batch_rows.labels(endpoint, variant),
             compute=self.compute.labels(endpoint, variant),
             replicas=self.replicas.labels(endpoint, variant),

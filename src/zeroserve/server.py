@@ -14,15 +14,19 @@ BACKLOG = 2048
 
 
 def uvicorn_config(app: Any, settings: Settings, access_log: bool) -> uvicorn.Config:
+    from zeroserve.gateway.access import AccessGuard
+    from zeroserve.gateway.httplimits import protocol_class
+
     return uvicorn.Config(
-        app,
+        AccessGuard(app, settings),
         lifespan="on",
         access_log=access_log,
         log_level="warning",
         server_header=False,
         date_header=False,
         loop="auto",
-        http="auto",
+        http=protocol_class(settings),
+        h11_max_incomplete_event_size=int(settings.max_header_kb * 1024),
         timeout_keep_alive=30,
         backlog=BACKLOG,
     )

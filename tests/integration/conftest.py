@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ class Api:
 
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=120, headers=headers or {})
+        headers = {"x-zeroserve-client": "tests", **(headers or {})}
+        self.http = httpx.Client(base_url=url, timeout=120, headers=headers)
 
     def check(self, response: httpx.Response) -> Any:
         assert response.status_code < 400, f"{response.status_code}: {response.text}"
@@ -45,6 +47,14 @@ class Api:
         status = self.endpoint(endpoint)["status"]
         return [r["pid"] for v in status["variants"] for r in v["replicas"]]
 
+    def idle(self, endpoint: str) -> bool:
+        """Nothing queued, in flight or running on a replica of ``endpoint``."""
+        status = self.endpoint(endpoint)["status"]
+        return status["in_flight"] == 0 and all(
+            v["queued"] == 0 and v["in_flight"] == 0 and not any(r["busy"] for r in v["replicas"])
+            for v in status["variants"]
+        )
+
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
         for line in self.http.get("/metrics").text.splitlines():
@@ -57,7 +67,9 @@ class Api:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("server")) as proc:
+    # Batch inputs and outputs must be under allowed roots: the tests' files are in tmp.
+    roots = {"ZEROSERVE_BATCH_ROOTS": json.dumps([str(tmp_path_factory.getbasetemp())])}
+    with ServerProcess(tmp_path_factory.mktemp("server"), env=roots) as proc:
         yield proc
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,11 +18,17 @@ import pytest
 
 from tests import modelkit
 from tests.integration.conftest import Api
+from tests.polling import wait_for
 from zeroserve.jobs.webhooks import verify
 from zeroserve.process import ServerProcess, free_port
 from zeroserve.runtimes.onnx import make_session
 
-ENV = {"ZEROSERVE_JOB_VISIBILITY_S": "2", "ZEROSERVE_JOB_MAX_ATTEMPTS": "2"}
+ENV = {
+    "ZEROSERVE_JOB_VISIBILITY_S": "2",
+    "ZEROSERVE_JOB_MAX_ATTEMPTS": "2",
+    # The webhook receivers here listen on loopback, which egress refuses by default.
+    "ZEROSERVE_EGRESS_PRIVATE_NETWORKS": '["127.0.0.0/8"]',
+}
 ROW = [0.25] * 98
 
 
@@ -52,22 +57,24 @@ def submit(api: Api, endpoint: str, body: Any, **headers: str) -> dict[str, Any]
 
 
 def wait_done(api: Api, job_ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
+    """Each job's final status, once none of them is queued or running."""
     done: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline and len(done) < len(job_ids):
+
+    def all_done() -> bool:
         for job_id in job_ids:
             if job_id not in done:
                 status = api.http.get(f"/v1/jobs/{job_id}").json()
-                if status["status"] not in ("queued", "running"):
+                if status["status"] not in {"queued", "running"}:
                     done[job_id] = status
-        time.sleep(0.05)
-    missing = set(job_ids) - set(done)
-    assert not missing, f"{len(missing)} jobs never finished"
+        return len(done) == len(job_ids)
+
+    wait_for(all_done, timeout_s, lambda: f"{len(job_ids) - len(done)} unfinished jobs")
     return done
 
 
 def test_a_thousand_jobs_match_the_model(jobs_server: tuple[ServerProcess, Api]) -> None:
     server, api = jobs_server
+    finished = api.metric("zeroserve_jobs_finished_total", endpoint="forest", status="succeeded")
     x = np.random.default_rng(3).random((1000, 98)).astype(np.float32)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         ids = list(
@@ -83,10 +90,11 @@ def test_a_thousand_jobs_match_the_model(jobs_server: tuple[ServerProcess, Api])
     got = np.array([done[i]["result"]["predictions"][0]["probabilities"] for i in ids])
     assert all(done[i]["status"] == "succeeded" for i in ids)
     np.testing.assert_array_equal(got, want)
-    results = list((server.data_dir / "artifacts" / "async" / "results").glob("*.json"))
-    assert len(results) >= 1000
+    results = {p.stem for p in (server.data_dir / "artifacts" / "async" / "results").iterdir()}
+    assert set(ids) <= results  # one stored result per job
     assert (
-        api.metric("zeroserve_jobs_finished_total", endpoint="forest", status="succeeded") >= 1000
+        api.metric("zeroserve_jobs_finished_total", endpoint="forest", status="succeeded")
+        == finished + 1000
     )
 
 
@@ -94,23 +102,17 @@ def test_an_endpoint_at_zero_wakes_for_jobs_and_returns_to_zero(
     jobs_server: tuple[ServerProcess, Api],
 ) -> None:
     _, api = jobs_server
-    deadline = time.monotonic() + 15
-    while api.replica_pids("forest") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert api.replica_pids("forest") == []
+    wait_for(lambda: api.replica_pids("forest") == [], 30, "scale to zero")
     ids = [submit(api, "forest", {"instances": [ROW]})["job_id"] for _ in range(20)]
-    done = wait_done(api, ids, timeout_s=30)
+    done = wait_done(api, ids, timeout_s=60)
     assert {d["status"] for d in done.values()} == {"succeeded"}
-    deadline = time.monotonic() + 15
-    while api.replica_pids("forest") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert api.replica_pids("forest") == []
+    wait_for(lambda: api.replica_pids("forest") == [], 30, "scale back to zero")
 
 
 def test_bad_payloads_fail_with_the_reason_without_retrying(
     jobs_server: tuple[ServerProcess, Api],
 ) -> None:
-    _, api = jobs_server
+    server, api = jobs_server
     job = submit(api, "forest", {"instances": [[1.0] * 97]})
     done = wait_done(api, [job["job_id"]], timeout_s=10)[job["job_id"]]
     assert done["status"] == "failed"
@@ -126,9 +128,11 @@ def test_bad_payloads_fail_with_the_reason_without_retrying(
         == 403
     )
     missing = api.http.post(
-        "/v1/endpoints/forest/async", json={"input_uri": "file:///tmp/zs-no-such-file.json"}
+        "/v1/endpoints/forest/async",
+        json={"input_uri": (server.data_dir / "no-such-file.json").as_uri()},
     )
-    assert missing.status_code in (403, 404)
+    assert missing.status_code == 404, missing.text  # inside the allowed roots, but absent
+    assert "does not exist" in missing.json()["error"]
     assert api.http.post("/v1/endpoints/nope/async", json={}).status_code == 404
 
 
@@ -156,31 +160,45 @@ def test_idempotency_keys_and_cancel(jobs_server: tuple[ServerProcess, Api]) -> 
     first = submit(api, "echo", {"instances": [ROW]}, **{"Idempotency-Key": "order-42"})
     again = submit(api, "echo", {"instances": [ROW]}, **{"Idempotency-Key": "order-42"})
     assert first["job_id"] == again["job_id"]
-    # Fill the endpoint (2 replicas x 4 concurrency = 8 leased), then one more stays queued.
+    # Fill the endpoint (2 replicas, one job each); six slow jobs wait behind them, so one
+    # more submitted now is still queued when it is cancelled.
     busy = [submit(api, "echo", {"instances": [slow(1.0)]})["job_id"] for _ in range(8)]
-    time.sleep(0.5)
+    wait_for(
+        lambda: (
+            [api.http.get(f"/v1/jobs/{j}").json()["status"] for j in busy].count("running") == 2
+        ),
+        30,
+        "both replicas to hold a slow job",
+        interval_s=0.02,
+    )
     queued = submit(api, "echo", {"instances": [ROW]})["job_id"]
     cancel = api.http.delete(f"/v1/jobs/{queued}")
     assert cancel.status_code == 200, cancel.text
     assert api.http.get(f"/v1/jobs/{queued}").json()["status"] == "cancelled"
-    wait_done(api, busy, 30)
+    wait_done(api, busy, 60)
     assert api.http.delete(f"/v1/jobs/{busy[0]}").status_code == 409
     assert api.http.get("/v1/jobs/does-not-exist").status_code == 404
 
 
 def test_a_replica_killed_mid_job_is_retried(jobs_server: tuple[ServerProcess, Api]) -> None:
     _, api = jobs_server
-    for _ in range(4):  # warm replicas, so the job is on one when we kill them
-        assert api.invoke("echo", {"instances": [ROW]}).status_code == 200
+    sync = api.invoke("echo", {"instances": [ROW]})  # an async endpoint takes jobs only
+    assert sync.status_code == 409 and "/v1/endpoints/echo/async" in sync.json()["error"]
+    warm = [submit(api, "echo", {"instances": [ROW]})["job_id"] for _ in range(4)]
+    wait_done(api, warm, 60)  # warm replicas, so the job is on one when we kill them
     job_id = submit(api, "echo", {"instances": [slow(3.0)]})["job_id"]
-    deadline = time.monotonic() + 10
-    while api.http.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(0.3)
+    wait_for(
+        lambda: any(
+            r["busy"] for v in api.endpoint("echo")["status"]["variants"] for r in v["replicas"]
+        ),
+        30,
+        "the job to reach a replica",
+        interval_s=0.02,
+    )
+    assert api.http.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
     for pid in api.replica_pids("echo"):
         os.kill(pid, signal.SIGKILL)
-    done = wait_done(api, [job_id], 30)[job_id]
+    done = wait_done(api, [job_id], 60)[job_id]
     assert done["status"] == "succeeded"
     assert done["attempts"] == 2
     assert "killed by SIGKILL" in done["error"]  # the first attempt's failure is kept
@@ -235,9 +253,7 @@ def test_webhooks_are_signed_and_retried(jobs_server: tuple[ServerProcess, Api])
         job_id = submit(api, "echo", {"instances": [ROW]}, **{"X-Callback-Url": receiver.url})[
             "job_id"
         ]
-        deadline = time.monotonic() + 20
-        while len(receiver.calls) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(receiver.calls) >= 2, 40, "a retried delivery")
         assert len(receiver.calls) == 2  # a 500, then a retry that was accepted
         body, headers = receiver.calls[-1]
         assert verify(secret, body, headers["X-Zeroserve-Signature"])
@@ -245,24 +261,34 @@ def test_webhooks_are_signed_and_retried(jobs_server: tuple[ServerProcess, Api])
         assert not verify("wrong", body, headers["X-Zeroserve-Signature"])
         message = json.loads(body)
         assert message["job_id"] == job_id and message["status"] == "succeeded"
-        time.sleep(0.3)
-        hook = api.http.get(f"/v1/jobs/{job_id}").json()["webhook"]
-        assert hook["status"] == "delivered" and hook["attempts"] == 2
+        hook = wait_for(
+            lambda: (
+                (h := api.http.get(f"/v1/jobs/{job_id}").json()["webhook"])["status"] == "delivered"
+                and h
+            ),
+            20,
+            "the delivery to be recorded",
+        )
+        assert hook["attempts"] == 2
+        assert len(receiver.calls) == 2  # nothing delivered twice
     finally:
         receiver.close()
     # An unreachable receiver: the job still succeeds; the failed delivery is visible.
     dead_url = f"http://127.0.0.1:{free_port()}/hook"
     job_id = submit(api, "echo", {"instances": [ROW]}, **{"X-Callback-Url": dead_url})["job_id"]
-    assert wait_done(api, [job_id], 10)[job_id]["status"] == "succeeded"
-    deadline = time.monotonic() + 10
-    hook: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        hook = api.http.get(f"/v1/jobs/{job_id}").json().get("webhook", {})
-        if hook.get("attempts", 0) >= 1:
-            break
-        time.sleep(0.05)
-    assert hook["status"] == "pending" and hook["attempts"] >= 1
-    assert "ConnectError" in hook["last_error"]
+    assert wait_done(api, [job_id], 30)[job_id]["status"] == "succeeded"
+    hook = wait_for(
+        lambda: (
+            (h := api.http.get(f"/v1/jobs/{job_id}").json().get("webhook", {})).get("attempts", 0)
+            >= 1
+            and h
+        ),
+        30,
+        "a failed delivery attempt",
+    )
+    assert hook["status"] == "pending"  # it will be retried
+    # H4: the status says the delivery failed, not how (no port-scan oracle).
+    assert hook["last_error"] == "delivery failed; the server log has the details"
 
 
 def test_accepted_jobs_survive_a_killed_server(tmp_path: Path, models_dir: Path) -> None:
@@ -275,10 +301,12 @@ def test_accepted_jobs_survive_a_killed_server(tmp_path: Path, models_dir: Path)
         api.register("echo", models_dir / "echo.py", models_dir / "sample.npy", trust=True)
         api.deploy("echo", mode="async", max_replicas=1, max_batch_size=1)
         ids = [submit(api, "echo", {"instances": [row.tolist()]})["job_id"] for row in x]
-        deadline = time.monotonic() + 20
-        while api.metric("zeroserve_jobs_finished_total", endpoint="echo") < 20:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for(
+            lambda: api.metric("zeroserve_jobs_finished_total", endpoint="echo") >= 20,
+            60,
+            "20 jobs to finish",
+            interval_s=0.02,
+        )
         first.kill()  # SIGKILL with jobs queued and in flight
     with ServerProcess(data_dir, env=ENV) as second:
         api = Api(second.url)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zeroserve.jobs.batch import load_manifest, plan, read_outputs, run_local
+from zeroserve.jobs.batch_manifest import BatchNotFound
 from zeroserve.types import Arrays
 
 ROWS, FEATURES, SHARD_ROWS = 3000, 4, 150
@@ -54,7 +55,7 @@ def kill_when(
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             done = sum(s.status == "done" for s in load_manifest(str(out)).shards)
-        except Exception:  # not planned yet
+        except BatchNotFound:  # not planned yet
             done = 0
         if done >= shards_done:
             break

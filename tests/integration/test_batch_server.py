@@ -3,10 +3,10 @@ cancel/resume, and a 1,000,000-row run survives SIGKILL of the server."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.conftest import Api
+from tests.polling import wait_for
 from zeroserve.jobs import batch
 from zeroserve.process import ServerProcess
 from zeroserve.runtimes.onnx import make_session
@@ -28,7 +29,10 @@ ENV = {"ZEROSERVE_JOB_VISIBILITY_S": "3"}
 def batch_server(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 ) -> Iterator[tuple[ServerProcess, Api]]:
-    with ServerProcess(tmp_path_factory.mktemp("batch"), env=ENV) as proc:
+    # Batch URIs are confined to data_dir and ZEROSERVE_BATCH_ROOTS; the tests' files
+    # live under pytest's base temp directory.
+    env = {**ENV, "ZEROSERVE_BATCH_ROOTS": json.dumps([str(tmp_path_factory.getbasetemp())])}
+    with ServerProcess(tmp_path_factory.mktemp("batch"), env=env) as proc:
         api = Api(proc.url)
         api.register("forest", models_dir / "forest.skops", compile="onnx")
         yield proc, api
@@ -46,13 +50,13 @@ def onnx_predictions(server: ServerProcess, x: np.ndarray[Any, Any]) -> np.ndarr
 
 
 def wait_run(api: Api, run_id: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = api.check(api.http.get(f"/api/batch/{run_id}"))
-        if run["state"] != "running":
-            return run  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError(f"batch run {run_id} did not finish in {timeout_s} s")
+    """The batch run's status once it is no longer running."""
+
+    def finished() -> dict[str, Any] | None:
+        run: dict[str, Any] = api.check(api.http.get(f"/api/batch/{run_id}"))
+        return run if run["state"] != "running" else None
+
+    return wait_for(finished, timeout_s, f"batch run {run_id} to finish", interval_s=0.2)
 
 
 def write_csv(path: Path, x: np.ndarray[Any, Any], ids: list[str]) -> None:
@@ -135,6 +139,30 @@ def test_bad_rows_are_named_or_skipped(
     assert "nope.csv" in missing.json()["error"]
 
 
+def test_batch_uris_outside_the_allowlist_are_refused(
+    batch_server: tuple[ServerProcess, Api], tmp_path: Path
+) -> None:
+    """M12: batch input and output are confined like async inputs; nothing is echoed."""
+    _, api = batch_server
+    write_csv(tmp_path / "in.csv", np.zeros((3, 98), dtype=np.float32), ["a", "b", "c"])
+    inside = {"model": "forest", "input_uri": str(tmp_path / "in.csv")}
+    cases = [
+        {**inside, "input_uri": "/etc/passwd", "output_uri": str(tmp_path / "o1")},
+        {
+            **inside,
+            "input_uri": f"simplecache::file://{tmp_path}/in.csv",
+            "output_uri": str(tmp_path / "o2"),
+        },
+        {**inside, "output_uri": "/var/tmp/zs-escaped-output"},
+        {**inside, "output_uri": "memory://x"},
+    ]
+    for body in cases:
+        response = api.http.post("/api/batch", json=body)
+        assert response.status_code == 403, response.text
+        assert "root:" not in response.text
+    assert not Path("/var/tmp/zs-escaped-output").exists()
+
+
 def test_cancel_and_resume_from_the_cli(
     batch_server: tuple[ServerProcess, Api], tmp_path: Path
 ) -> None:
@@ -193,7 +221,8 @@ def test_a_million_rows_survive_a_killed_server(tmp_path: Path, models_dir: Path
     )
     out = tmp_path / "out"
     data_dir = tmp_path / "state"
-    with ServerProcess(data_dir, env=ENV) as first:
+    env = {**ENV, "ZEROSERVE_BATCH_ROOTS": json.dumps([str(tmp_path)])}
+    with ServerProcess(data_dir, env=env) as first:
         api = Api(first.url)
         api.register("forest", models_dir / "forest.skops", compile="onnx")
         run = api.check(
@@ -208,14 +237,15 @@ def test_a_million_rows_survive_a_killed_server(tmp_path: Path, models_dir: Path
             )
         )
         assert run["shards"] == 20
-        deadline = time.monotonic() + 300
-        while api.check(api.http.get(f"/api/batch/{run['run_id']}"))["shards_done"] < 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(
+            lambda: api.check(api.http.get(f"/api/batch/{run['run_id']}"))["shards_done"] >= 8,
+            300,
+            "8 of 20 shards",
+        )
         first.kill()  # SIGKILL halfway through
     halfway = batch.status(str(out))
     assert 0 < halfway.shards_done < 20
-    with ServerProcess(data_dir, env=ENV) as second:
+    with ServerProcess(data_dir, env=env) as second:
         api = Api(second.url)
         final = wait_run(api, run["run_id"], 600)  # resumes by itself
         want = onnx_predictions(second, x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,9 @@ def test_register_deploy_invoke_describe(
     assert "cold start" in out and "probabilities" in out
     described = cli(server, "endpoints", "describe", "cli-ep")
     assert "0..3" in described and "idle 30s" in described
-    assert "zeroserve_cold_starts_total" in described
+    # Outcomes of the last minute: the one invocation above, on variant v1.
+    assert "last minute" in described
+    assert re.search(r"v1\s+│\s+primary\s+│\s+1\s+│", described), described
     assert "cli-ep" in cli(server, "endpoints", "list")
     bad = cli(server, "invoke", "cli-ep", "--json", '{"instances": [[1, 2]]}', ok=False)
     assert "422" in bad and "98 values per row" in bad

@@ -48,7 +48,7 @@ PROFILE = {"name": "fraud", "requests_per_month": 10_000_000, "duration_s": 0.1,
 
 def test_estimate(client: TestClient) -> None:
     r = client.post(
-        "/api/cost/estimate", json={"profile": PROFILE, "today": "2026-11-22", "curves": False}
+        "/api/cost/estimate", json={"profile": PROFILE, "today": "2026-12-01", "curves": False}
     )
     assert r.status_code == 200, r.text
     data = r.json()
@@ -60,7 +60,8 @@ def test_estimate(client: TestClient) -> None:
     assert all(
         {"monthly_usd", "feasible", "reasons", "line_items"} <= t.keys() for t in data["targets"]
     )
-    assert data["oldest_as_of"] == "2025-10-28"
+    assert data["oldest_as_of"] == "2026-06-17"
+    assert not any("older than" in w for w in data["warnings"])  # today's catalog is fresh
 
 
 def test_estimate_with_override_and_pin(client: TestClient) -> None:
@@ -143,3 +144,59 @@ def test_cli_report_over_http(
     assert "fraud" in result.output and "50 requests" in result.output
     assert seen["url"] == "http://zs:9000/api/cost/report"
     assert seen["headers"] == {"Authorization": "Bearer k1"}
+
+
+def test_report_warns_on_a_short_window_and_says_what_it_assumed(
+    app: FastAPI, client: TestClient
+) -> None:
+    # Traffic that started a minute ago: extrapolating it to 730 h deserves a warning.
+    app.state.meter.record(UsageRecord("fraud", "blue", 60, 60, 6.0, 1000, 1000))
+    r = client.get("/api/cost/report", params={"endpoint": "fraud", "curves": "false"})
+    assert r.status_code == 200, r.text
+    (item,) = r.json()
+    assert item["warnings"] and item["warnings"][0].startswith("measured only 0.0 h of traffic")
+    assert "without the daily and weekly cycles" in item["warnings"][0]
+    # No replica memory was observed: the report says it assumed 1,024 MB.
+    assert item["assumptions"][0] == "memory: 1,024 MB assumed (no replica memory observed)"
+    assert item["profile"]["memory_mb"] == 1024
+
+
+def test_report_leaves_internal_batch_endpoints_out(app: FastAPI, client: TestClient) -> None:
+    meter: Meter = app.state.meter
+    meter.record(UsageRecord("fraud", "blue", 60, 60, 6.0, 1000, 1000))
+    meter.record(UsageRecord("batch-7f3a", "v1", 5000, 5000, 50.0, 10, 10))
+    r = client.get("/api/cost/report", params={"curves": "false"})
+    assert r.status_code == 200, r.text
+    by_name = {i["endpoint"]: i for i in r.json()}
+    assert by_name["batch-7f3a"]["internal"] and by_name["batch-7f3a"]["advice"] is None
+    assert not by_name["fraud"]["internal"] and by_name["fraud"]["advice"]["recommendation"]
+    r = client.get("/api/cost/report", params={"curves": "false", "include_internal": "true"})
+    by_name = {i["endpoint"]: i for i in r.json()}
+    assert by_name["batch-7f3a"]["advice"]["recommendation"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"instance_types": {"aws.ec2.ondemand": "x9.huge"}}, "instance_types.aws.ec2.ondemand"),
+        ({"commitments": {"aws.fargate": "5yr"}}, "commitments.aws.fargate"),
+        ({"cached_input_share": 1.5}, "cached_input_share"),
+        ({"output_tokens_per_request": 10, "self_host_tokens_per_s": 0}, "self_host_tokens_per_s"),
+    ],
+)
+def test_bad_profile_is_a_4xx_naming_the_field(
+    client: TestClient, change: dict[str, Any], field: str
+) -> None:
+    r = client.post("/api/cost/estimate", json={"profile": {**PROFILE, **change}, "curves": False})
+    assert 400 <= r.status_code < 500, r.text
+    assert field in r.text
+
+
+def test_discount_over_100_percent_is_a_4xx(client: TestClient) -> None:
+    body = {
+        "profile": PROFILE,
+        "overrides": [{"target": "aws.fargate", "discount_pct": 150}],
+        "curves": False,
+    }
+    r = client.post("/api/cost/estimate", json=body)
+    assert r.status_code == 422 and "discount_pct" in r.text

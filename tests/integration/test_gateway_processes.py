@@ -12,8 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,12 @@ import pytest
 
 from tests import modelkit
 from tests.integration.conftest import Api
+from tests.polling import wait_for
 from zeroserve.process import ServerProcess
 
 ROWS = np.random.default_rng(7).random((600, modelkit.N_FEATURES)).astype(np.float32)
 CONNECTIONS = 16
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+ROLES = ("control", "secondary")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +56,17 @@ def secondary(api: Api) -> dict[str, Any]:
     """The secondary's entry; while it is being restarted, an entry that is not ready."""
     missing = {"pid": 0, "ready": False, "answered": 0, "restarts": 0}
     return next((g for g in gateways(api) if g["role"] == "secondary"), missing)
+
+
+def answered(api: Api) -> dict[str, int]:
+    """Requests answered by each role, from one snapshot of the list."""
+    listed = gateways(api)
+    return {role: sum(g["answered"] for g in listed if g["role"] == role) for role in ROLES}
+
+
+def answered_beyond(api: Api, total: int) -> dict[str, int] | None:
+    now = answered(api)
+    return now if sum(now.values()) > total else None
 
 
 def invoke_on_fresh_connections(
@@ -99,16 +103,28 @@ def test_every_process_answers_and_every_answer_is_right(api: Api, server: Serve
         now = gateways(api)
         return sum(g["answered"] - before.get(g["pid"], 0) for g in now) == len(ROWS)
 
-    assert wait_for(counted, 5), gateways(api)
+    wait_for(counted, 20, lambda: f"every answer counted: {gateways(api)}")
+    assert all(r.headers["x-zeroserve-variant"] == "v1" for r in responses)
+    assert len({r.headers["x-request-id"] for r in responses}) == len(ROWS)
     assert all(g["answered"] > before.get(g["pid"], 0) for g in gateways(api)), gateways(api)
-    assert wait_for(
+    wait_for(
         lambda: api.metric("zeroserve_requests_total", endpoint="spread", code="200") == len(ROWS),
-        5,
-    ), api.metric("zeroserve_requests_total", endpoint="spread", code="200")
-    # Rows are counted by every process's batches, and merged once in /metrics.
-    assert wait_for(
-        lambda: api.metric("zeroserve_batch_size_rows_sum", endpoint="spread") == len(ROWS), 5
+        20,
+        lambda: api.metric("zeroserve_requests_total", endpoint="spread", code="200"),
     )
+    # Rows are counted by every process's batches, and merged once in /metrics.
+    wait_for(
+        lambda: api.metric("zeroserve_batch_size_rows_sum", endpoint="spread") == len(ROWS), 20
+    )
+
+    # Per-variant outcomes too: the stats API counts every process's requests once.
+    def outcome_count() -> int:
+        (variant,) = api.check(api.http.get("/api/endpoints/spread/stats"))
+        return int(variant["windows"]["5m"]["requests"])
+
+    wait_for(lambda: outcome_count() == len(ROWS), 20, outcome_count)
+    latency = api.metric("zeroserve_request_duration_seconds_count", endpoint="spread")
+    assert latency == len(ROWS)
 
 
 def test_control_api_answers_through_any_process(api: Api, server: ServerProcess) -> None:
@@ -147,25 +163,33 @@ def test_cold_start_from_zero_through_every_process(api: Api, server: ServerProc
         "echo", endpoint="sleepy", mode="serverless", max_replicas=2, idle_timeout_s=1,
         scale_down_delay_s=0.5,
     )  # fmt: skip
-    assert wait_for(lambda: api.replica_pids("sleepy") == [], 15)
+    wait_for(lambda: api.replica_pids("sleepy") == [], 30, "scale to zero")
     responses = invoke_on_fresh_connections(server.url, "sleepy", ROWS[:48], connections=24)
     np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS[:48]))
     assert any(r.headers.get("x-zeroserve-cold-start") == "true" for r in responses)
     # Demand seen by the secondary counted too: back to zero only after it stopped.
-    assert wait_for(lambda: api.replica_pids("sleepy") == [], 15)
+    wait_for(lambda: api.replica_pids("sleepy") == [], 30, "scale to zero after the burst")
 
 
 def test_scale_down_while_serving_fails_nothing(api: Api, server: ServerProcess) -> None:
     """Retired replicas finish what every process sent them before they exit."""
     api.deploy("echo", endpoint="shrink", min_replicas=3, max_replicas=3, max_batch_size=4)
-    assert wait_for(lambda: len(api.replica_pids("shrink")) == 3, 15)
+    wait_for(lambda: len(api.replica_pids("shrink")) == 3, 30, "three replicas")
+    served = api.metric("zeroserve_requests_total", endpoint="shrink")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         load = pool.submit(invoke_on_fresh_connections, server.url, "shrink", ROWS, 12)
-        time.sleep(0.3)
+        # Scale down once the load is well under way (the control process counts its share
+        # at once; the secondary's arrives within 0.1 s).
+        wait_for(
+            lambda: api.metric("zeroserve_requests_total", endpoint="shrink") >= served + 24,
+            30,
+            "the load to start",
+            interval_s=0.01,
+        )
         api.deploy("echo", endpoint="shrink", min_replicas=1, max_replicas=1, max_batch_size=4)
         responses = load.result(timeout=120)
     np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS))
-    assert wait_for(lambda: len(api.replica_pids("shrink")) == 1, 15)
+    wait_for(lambda: len(api.replica_pids("shrink")) == 1, 30, "one replica left")
 
 
 def test_a_crash_is_explained_by_the_process_that_held_the_request(
@@ -173,15 +197,19 @@ def test_a_crash_is_explained_by_the_process_that_held_the_request(
 ) -> None:
     api.deploy("echo", endpoint="fragile", min_replicas=1, max_replicas=1)
     crash = [-999.0, *ROWS[0, 1:].tolist()]
+
     for _ in range(40):
-        before = secondary(api)["answered"]
+        before = answered(api)
         with httpx.Client(base_url=server.url, timeout=60) as client:
             response = client.post("/v1/endpoints/fragile/invocations", json={"instances": [crash]})
         assert response.status_code == 503
         assert "exited with code 3" in response.json()["error"]
-        assert wait_for(lambda: len(api.replica_pids("fragile")) == 1, 15)
-        time.sleep(0.3)  # the secondary reports its counts every 0.1 s
-        if secondary(api)["answered"] > before:
+        wait_for(lambda: len(api.replica_pids("fragile")) == 1, 30, "a replacement replica")
+        # Exactly one process counts the request; the secondary reports every 0.1 s.
+        total = sum(before.values())
+        after = wait_for(partial(answered_beyond, api, total), 15, "the crash request's count")
+        assert sum(after.values()) == total + 1, (before, after)
+        if after["secondary"] > before["secondary"]:
             break  # the secondary held it, and said how the replica died
     else:
         pytest.fail("no crash request reached the secondary in 40 connections")
@@ -195,11 +223,12 @@ def test_a_killed_secondary_is_restarted_and_serves_again(api: Api, server: Serv
     os.kill(old["pid"], signal.SIGKILL)
     api.http.close()  # its connection may have been the secondary's: open a new one
     api.http = httpx.Client(base_url=api.url, timeout=120)
-    assert wait_for(
-        lambda: (s := secondary(api))["pid"] not in (old["pid"], 0) and s["ready"], 20
-    ), gateways(api)
-    fresh = secondary(api)
-    assert fresh["restarts"] >= 1
+    fresh = wait_for(
+        lambda: (s := secondary(api))["pid"] not in {old["pid"], 0} and s["ready"] and s,
+        40,
+        lambda: f"a new secondary: {gateways(api)}",
+    )
+    assert fresh["restarts"] == old["restarts"] + 1
     responses = invoke_on_fresh_connections(server.url, "survivor", ROWS[:64])
     np.testing.assert_allclose(scores(responses), modelkit.python_model_predict(ROWS[:64]))
-    assert wait_for(lambda: secondary(api)["answered"] > 0, 5)
+    wait_for(lambda: secondary(api)["answered"] > 0, 20, "the new secondary to answer")

@@ -229,3 +229,25 @@ def test_metrics_per_model_and_deployment(server: ServerProcess) -> None:
     assert float(line.rsplit(" ", 1)[1]) >= 20
     assert "zeroserve_llm_spend_micros_total" in text
     assert "zeroserve_llm_time_to_first_token_seconds_bucket" in text
+
+
+def test_virtual_keys_work_behind_server_keys(tmp_path: Path, config_file: Path) -> None:
+    """With server keys set, the access guard leaves the LLM routes to the LLM gateway's
+    own keys: a virtual key works, the server's data key works, a wrong key is refused."""
+    env = {
+        "ZEROSERVE_LLM_CONFIG": str(config_file),
+        "ZEROSERVE_ADMIN_API_KEYS": '["admin-secret-0123456789"]',
+        "ZEROSERVE_API_KEYS": '["data-secret-0123456789"]',
+    }
+    with ServerProcess(tmp_path / "keyed", env=env) as proc:
+        admin = {"authorization": "Bearer admin-secret-0123456789", "x-zeroserve-client": "test"}
+        made = httpx.post(f"{proc.url}/api/llm/keys", json={"name": "v"}, headers=admin, timeout=10)
+        assert made.status_code == 201, made.text
+        body = {"model": "chat", "messages": MESSAGES}
+        url = f"{proc.url}/v1/chat/completions"
+        for key in (made.json()["key"], "data-secret-0123456789"):
+            r = httpx.post(url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=10)
+            assert r.status_code == 200, r.text
+        wrong = httpx.post(url, json=body, headers={"authorization": "Bearer nope"}, timeout=10)
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["type"] == "authentication_error"

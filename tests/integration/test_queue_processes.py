@@ -18,12 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import unavailable
 from zeroserve.jobs.queue import JobStatus, open_queue
 
-POSTGRES_URL = os.environ.get(
-    "ZEROSERVE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 QUEUE = "endpoint:fraud"
 WORKERS = 4
 JOBS = 500
@@ -57,15 +53,10 @@ def target(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[str,
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/jobs.db", {}
         return
-    try:
-        import psycopg
-
-        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        unavailable(f"PostgreSQL at {POSTGRES_URL}", exc)
+    url = request.getfixturevalue("postgres_url")  # the session's throwaway database
     options = {"table": f"jobs_test_{uuid.uuid4().hex[:12]}"}
-    yield POSTGRES_URL, options
-    q = open_queue(POSTGRES_URL, **options)
+    yield url, options
+    q = open_queue(url, **options)
     q.drop()  # type: ignore[attr-defined]
     q.close()
 

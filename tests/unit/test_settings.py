@@ -16,7 +16,7 @@ def test_loopback_detection() -> None:
 def test_binding_beyond_loopback_needs_keys() -> None:
     with pytest.raises(ValueError, match="ADMIN_API_KEYS"):
         Settings(host="0.0.0.0")
-    settings = Settings(host="0.0.0.0", admin_api_keys=["s3cret"])
+    settings = Settings(host="0.0.0.0", admin_api_keys=["s3cret-s3cret-s3cret"])
     assert settings.auth_enabled
     assert settings.public_dict()["admin_api_keys"] == ["***"]
 

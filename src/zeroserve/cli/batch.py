@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from zeroserve.cli.client import Client, console, parse_model_ref
+from zeroserve.cli.client import Client, console
 
 app = typer.Typer(help="Run a model over a whole dataset.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def follow(client: Client, run: dict[str, Any]) -> dict[str, Any]:
             if run["state"] != "running":
                 return run
             time.sleep(0.5)
-            run = client.get(f"/api/batch/{run['run_id']}")
+            run = client.batch_status(run["run_id"])
 
 
 def report(run: dict[str, Any]) -> None:
@@ -58,13 +58,8 @@ def run(
     wait: Annotated[bool, typer.Option(help="follow the run with a progress bar")] = True,
 ) -> None:
     """Start a batch transform; by default, follow it to the end."""
-    name, ref = parse_model_ref(model)
     client = Client()
-    body = {
-        "model": name,
-        "ref": ref,
-        "input_uri": input,
-        "output_uri": output,
+    options: dict[str, Any] = {
         "format": format,
         "output_format": output_format,
         "id_column": id_column,
@@ -72,7 +67,7 @@ def run(
         "skip_bad_rows": skip_bad_rows,
         "max_replicas": max_replicas,
     }
-    started = client.post("/api/batch", json={k: v for k, v in body.items() if v is not None})
+    started = client.batch_run(model, input, output, wait=False, **options)
     console.print(
         f"batch run [bold]{started['run_id']}[/bold]: {started['rows']:,} rows in "
         f"{started['shards']} shards"
@@ -88,7 +83,7 @@ def run(
 @app.command()
 def status(run_id: str) -> None:
     """Where a run stands."""
-    report(Client().get(f"/api/batch/{run_id}"))
+    report(Client().batch_status(run_id))
 
 
 @app.command()
@@ -113,7 +108,7 @@ def list_runs() -> None:
     table = Table(title="batch runs")
     for col in ("run", "model", "state", "rows", "shards", "rows/s", "output"):
         table.add_column(col)
-    for r in Client().get("/api/batch"):
+    for r in Client().batch_runs():
         table.add_row(
             r["run_id"],
             r["model"],

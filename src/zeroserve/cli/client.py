@@ -1,84 +1,54 @@
-"""The CLI's HTTP client for the control API."""
+"""What the commands share: the Python client, the consoles and one-line errors.
+
+Commands raise; ``zeroserve.cli.main.run`` turns any error into one line on
+stderr and a non-zero exit.
+"""
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
-import httpx
-import typer
 from rich.console import Console
 
-from zeroserve.settings import DEFAULT_PORT
+from zeroserve.client import Client, parse_model_ref
+from zeroserve.errors import BadRequest
+
+__all__ = ["Client", "console", "fail", "one_line", "parse_model_ref", "print_error", "read_text"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 
-def base_url() -> str:
-    return os.environ.get("ZEROSERVE_URL", f"http://127.0.0.1:{DEFAULT_PORT}").rstrip("/")
+class CliError(BadRequest):
+    """A mistake on the command line; the message says what to do instead."""
+
+    code = "cli_error"
 
 
-class Client:
-    def __init__(
-        self, url: str | None = None, api_key: str | None = None, timeout_s: float = 600.0
-    ) -> None:
-        self.url = (url or base_url()).rstrip("/")
-        key = api_key or os.environ.get("ZEROSERVE_API_KEY")
-        headers = {"authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.ConnectError:
-            fail(
-                f"cannot reach zeroserve at {self.url}: start it with `zeroserve up` "
-                "or set ZEROSERVE_URL"
-            )
-        except httpx.TimeoutException:
-            fail(f"zeroserve at {self.url} did not answer in time")
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("error", response.text)
-            except ValueError:
-                message = response.text
-            fail(f"{response.status_code}: {message}")
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.request("POST", path, **kwargs)
-
-    def upload(
-        self, path: str, file: Path, data: dict[str, Any], sample: Path | None = None
-    ) -> Any:
-        with file.open("rb") as fh:
-            files: dict[str, Any] = {"file": (file.name, fh)}
-            if sample is not None:
-                files["sample"] = (sample.name, sample.open("rb"))
-            form = {
-                k: str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in data.items()
-                if v is not None
-            }
-            return self.post(path, files=files, data=form)
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
 
 
-def fail(message: str) -> Any:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+def one_line(message: str) -> str:
+    return " ".join(str(message).split())
 
 
-def parse_model_ref(text: str) -> tuple[str, str | None]:
-    """``fraud``, ``fraud:3``, ``fraud:champion`` or ``fraud@production``."""
-    if "@" in text:
-        name, _, stage = text.partition("@")
-        return name, f"@{stage}"
-    name, _, ref = text.partition(":")
-    return name, ref or None
+def print_error(message: str) -> None:
+    """``error: ...`` on stderr as one line, whatever the terminal width."""
+    sys.stderr.write(f"error: {one_line(message)}\n")
+    sys.stderr.flush()
+
+
+def read_text(path: Path, what: str) -> str:
+    """A file's text, or a one-line error naming the option (``-`` reads stdin)."""
+    if str(path) == "-":
+        return sys.stdin.read()
+    if not path.exists():
+        fail(f"{what} {path} does not exist; check the path")
+    if not path.is_file():
+        fail(f"{what} {path} is not a file")
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {what} {path}: {exc}")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from zeroserve.cli.demo_table import serve_by_column
 from zeroserve.loadgen import run_load
 from zeroserve.process import ServerProcess
 
@@ -160,13 +161,16 @@ def run_demo(requests: int = 2000, keep: bool = False) -> int:
             sio.dump(model, workdir / "fraud.skops")
         with ServerProcess(workdir / "state") as server:
             console.print(f"server up at {server.url} (log: {server.log_path})")
-            client = httpx.Client(base_url=server.url, timeout=600)
+            client = httpx.Client(
+                base_url=server.url, timeout=600, headers={"x-zeroserve-client": "demo"}
+            )
             register_and_deploy(client, workdir)
             onnx_path = workdir / "state" / "artifacts" / "models" / "fraud" / "2" / "model.onnx"
             single = in_process_latency(model, x, onnx_path)
             results = load(server.url, x[0].tolist(), requests)
             worst = verify(client, model, x, onnx_path)
-        report(single, results, worst)
+            report(single, results, worst)
+            serve_by_column(client, workdir, console)
         return 0
     finally:
         if keep:

@@ -22,7 +22,7 @@ def _table(title: str, jobs: list[dict[str, Any]]) -> Table:
     for job in jobs:
         table.add_row(
             job["job_id"],
-            str(job["endpoint"]),
+            job["endpoint"] or f"batch {job.get('batch_run')} shard {job.get('shard')}",
             job["status"],
             f"{job['attempts']}/{job['max_attempts']}",
             f"{now - job['created_at']:.0f}s",

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from zeroserve.control.policy import pick
 from zeroserve.metrics import VariantMetrics
+from zeroserve.outcomes import OutcomeSeries
 from zeroserve.serving.pool import Pool
 from zeroserve.types import EndpointSpec, ModelVersionInfo, Signature, VariantSpec
 
@@ -19,6 +20,8 @@ class VariantRoute:
     pool: Pool
     metrics: VariantMetrics
     signature: Signature
+    outcomes: OutcomeSeries | None = None
+    """This variant's outcome counts, bound by the data plane on first use."""
 
 
 @dataclass(slots=True)

@@ -256,7 +256,11 @@ def _crossovers(
     costs: _Costs, relevant: list[Estimate], points: list[float], profile: WorkloadProfile
 ) -> list[Crossover]:
     out = []
-    s2z = [e for e in relevant if e.scales_to_zero and e.billing_model != "per_token"]
+    # The cheapest option of each scale-to-zero target against every always-on option:
+    # the other options of a scale-to-zero target cost more at every volume anyway.
+    s2z = _cheapest_per_target(
+        [e for e in relevant if e.scales_to_zero and e.billing_model != "per_token"]
+    )
     always_on = [e for e in relevant if not e.scales_to_zero]
     for a in s2z:
         for b in always_on:
@@ -281,6 +285,17 @@ def _crossovers(
                 )
             )
     return sorted(out, key=lambda c: c.requests_per_month)
+
+
+def _cheapest_per_target(ranked: list[Estimate]) -> list[Estimate]:
+    """The first (cheapest, as ranked) candidate of each target."""
+    seen: set[str] = set()
+    out = []
+    for e in ranked:
+        if e.target not in seen:
+            seen.add(e.target)
+            out.append(e)
+    return out
 
 
 def _cheapest(costs: _Costs, ids: list[str], n: float) -> str | None:
@@ -347,7 +362,15 @@ def _break_even(
     hours: float,
 ) -> list[BreakEven]:
     apis = [e for e in relevant if e.billing_model == "per_token"]
-    gpus = [e for e in relevant if not e.scales_to_zero]
+    # Self-hosting: your own always-on GPUs (not the provider's hosted capacity), the
+    # cheapest option of each target.
+    gpus = _cheapest_per_target(
+        [
+            e
+            for e in relevant
+            if not e.scales_to_zero and costs.catalog.target(e.target).serves == "model"
+        ]
+    )
     tokens = profile.input_tokens_per_request + profile.output_tokens_per_request
     days = hours / 24
     out = []

@@ -7,7 +7,7 @@ and optionally ``cost_catalog`` (the packaged catalog otherwise).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from zeroserve.cost.advisor import Advice, advise
 from zeroserve.cost.catalog import Catalog, PriceOverride, apply_overrides, default_catalog
-from zeroserve.cost.meter import EndpointUsage, Meter, parse_window
+from zeroserve.cost.meter import EndpointUsage, Meter, is_internal, parse_window
 from zeroserve.cost.profile import WorkloadProfile
 from zeroserve.cost.report import render_html
 from zeroserve.errors import NotFound
@@ -36,11 +36,20 @@ class EstimateRequest(BaseModel):
 
 @dataclass(slots=True)
 class EndpointReport:
+    """One endpoint's month: measured usage, the profile made of it, and the advice.
+
+    Internal endpoints (batch transform runs) come back marked, without advice,
+    unless ``include_internal`` is set.
+    """
+
     endpoint: str
     window: str
     usage: EndpointUsage
     profile: dict[str, Any]
-    advice: Advice
+    advice: Advice | None
+    internal: bool = False
+    warnings: list[str] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
 
 
 def _catalog(request: Request) -> Catalog:
@@ -75,6 +84,7 @@ def _reports(
     free_tier: bool,
     hours_per_month: float | None,
     curves: bool,
+    include_internal: bool = False,
 ) -> list[EndpointReport]:
     meter: Meter = request.app.state.meter
     sessions = request.app.state.session_factory
@@ -94,13 +104,19 @@ def _reports(
         profile = used.to_profile(
             hours, latency_sla_p95_s=latency_sla_p95_s, gpu=gpu, free_tier=free_tier
         )
+        internal = is_internal(used.endpoint)
+        skip = internal and not include_internal and used.endpoint != endpoint
+        warning = used.window_warning(window, hours)
         out.append(
             EndpointReport(
                 endpoint=used.endpoint,
                 window=window,
                 usage=used,
                 profile=profile.model_dump(mode="json"),
-                advice=advise(catalog, profile, today=today, with_curves=curves),
+                advice=None if skip else advise(catalog, profile, today=today, with_curves=curves),
+                internal=internal,
+                warnings=[warning] if warning else [],
+                assumptions=used.assumptions(),
             )
         )
     return out
@@ -122,9 +138,20 @@ def report(
     free_tier: bool = False,
     hours_per_month: Annotated[float | None, Query(gt=0)] = None,
     curves: bool = True,
+    include_internal: Annotated[
+        bool, Query(description="also price internal endpoints (batch-<run>)")
+    ] = False,
 ) -> list[EndpointReport]:
     return _reports(
-        request, endpoint, window, latency_sla_p95_s, gpu, free_tier, hours_per_month, curves
+        request,
+        endpoint,
+        window,
+        latency_sla_p95_s,
+        gpu,
+        free_tier,
+        hours_per_month,
+        curves,
+        include_internal,
     )
 
 
@@ -141,7 +168,9 @@ def report_html(
     found = _reports(
         request, endpoint, window, latency_sla_p95_s, gpu, free_tier, hours_per_month, True
     )
-    return HTMLResponse(render_html(found[0].advice))
+    advice = found[0].advice
+    assert advice is not None  # a named endpoint is always priced
+    return HTMLResponse(render_html(advice))
 
 
 @router.get("/catalog", response_model=Catalog, summary="The pricing catalog in use")

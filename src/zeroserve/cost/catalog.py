@@ -25,7 +25,12 @@ USER_SOURCE_ID = "user-override"
 
 Confidence = Literal["verified", "secondary", "estimate", "volatile", "user"]
 BillingModel = Literal[
-    "per_request_duration", "instance_hours", "per_second_container", "per_token", "addon"
+    "per_request_duration",
+    "instance_hours",
+    "per_second_container",
+    "per_token",
+    "batch_job",
+    "addon",
 ]
 
 
@@ -142,6 +147,24 @@ class Option(_Strict):
     gpu: str | None = None
     gpu_count: int = 0
     gpu_memory_gb: float = 0.0
+    tokens_per_s: float = Field(
+        0.0, description="output tokens a second one unit serves (Bedrock model units); 0: unknown"
+    )
+    term_months: int = Field(0, description="a committed term (months) the option's price needs")
+
+
+class Commitment(_Strict):
+    """A savings plan or reserved term: a discount on some meters for a commitment."""
+
+    term: str = Field(description="what the profile names: 1yr-no-upfront, 3yr-no-upfront...")
+    discount_pct: Decimal = Field(gt=0, lt=100)
+    meters: tuple[str, ...] = Field(description="meters the discount applies to")
+    months: int = Field(gt=0, description="length of the commitment")
+    text: str = Field(description="what you commit to, in words")
+    source: str
+    as_of: date
+    confidence: Confidence
+    note: str = ""
 
 
 class TaskSize(_Strict):
@@ -174,7 +197,25 @@ class Target(_Strict):
     task_sizes: tuple[TaskSize, ...] = ()
     prices: tuple[Price, ...] = ()
     free_tier: tuple[FreeAllowance, ...] = ()
+    commitments: tuple[Commitment, ...] = ()
+    serves: Literal["model", "hosted_llm"] = Field(
+        "model", description="hosted_llm: runs the provider's models (no GPU of yours needed)"
+    )
+    neurons_per_m_input: Decimal = Field(
+        Decimal(0), description="Cloudflare Workers AI: Neurons per million input tokens"
+    )
+    neurons_per_m_output: Decimal = Decimal(0)
     note: str = ""
+
+    def commitment(self, term: str) -> Commitment:
+        """The named term, or ``CatalogError`` listing the terms this target offers."""
+        for c in self.commitments:
+            if c.term == term:
+                return c
+        offered = ", ".join(c.term for c in self.commitments) or "none"
+        raise CatalogError(
+            f"commitments.{self.id}: {self.name} offers no term {term!r} (offered: {offered})"
+        )
 
 
 class CatalogMeta(_Strict):
@@ -200,6 +241,7 @@ class Catalog(_Strict):
                 t.limits.source,
                 *(p.source for p in t.prices),
                 *(f.source for f in t.free_tier),
+                *(c.source for c in t.commitments),
             ]
             for ref in refs:
                 if ref not in sources:
@@ -363,7 +405,15 @@ def parse_override(text: str) -> PriceOverride:
     try:
         return PriceOverride(**fields)
     except ValidationError as exc:
-        raise CatalogError(f"price override {text!r}: {exc.errors()[0]['msg']}") from exc
+        err = exc.errors()[0]
+        field = ".".join(str(part) for part in err["loc"]) or "value"
+        if field == "discount_pct":
+            # The user wrote "-150%": say it in their terms (a discount is at most 100%).
+            raise CatalogError(
+                f"price override {text!r}: discount_pct must be between -100% and 100% "
+                f"(got {-fields['discount_pct']}%)"
+            ) from exc
+        raise CatalogError(f"price override {text!r}: {field}: {err['msg']}") from exc
 
 
 def apply_overrides(catalog: Catalog, overrides: list[PriceOverride], today: date) -> Catalog:

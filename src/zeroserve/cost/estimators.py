@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
@@ -71,6 +72,9 @@ class Estimate:
     cold_start_fraction: float | None = None
     oldest_as_of: str | None = None
     unneeded_gpu: bool = False
+    busy_s: float | None = None  # container targets: seconds busy serving
+    alive_s: float | None = None  # container targets: seconds billed (busy + idle + starts)
+    commitment: str | None = None  # the savings plan or reserved term priced, in words
 
 
 # -- formatting ------------------------------------------------------------------------
@@ -78,8 +82,14 @@ def dec(x: float | int | Decimal) -> Decimal:
     return x if isinstance(x, Decimal) else Decimal(str(x))
 
 
+# Cost curves price thousands of volumes and never show a formula: skip writing them.
+FORMULAS: ContextVar[bool] = ContextVar("cost_formulas", default=True)
+
+
 def fmt(x: float | int | Decimal) -> str:
     """A quantity for a formula: 10,000,000 / 0.1 / 1,234.5678 / 0.0000166667."""
+    if not FORMULAS.get():
+        return ""
     d = dec(x)
     if abs(d) < Decimal("1e-6"):
         d = Decimal(0)  # an expected count of 1e-20 cold starts reads better as 0
@@ -134,6 +144,10 @@ class _Bill:
     option_label: str | None = None
     cold_fraction: float = 0.0
     p95_s: float | None = None
+    by_meter: dict[str, Decimal] = field(default_factory=dict)
+    busy_s: Decimal | None = None
+    alive_s: Decimal | None = None
+    commitment: str | None = None
 
     @property
     def n(self) -> Decimal:
@@ -167,7 +181,9 @@ class _Bill:
             return
         free = min(self.allowance(price), quantity)
         if not self.explain and not price.tiers:
-            self.exact.append((quantity - free) * price.usd / price.per)  # type: ignore[operator]
+            cost = (quantity - free) * price.usd / price.per  # type: ignore[operator]
+            self.exact.append(cost)
+            self.by_meter[price.meter] = self.by_meter.get(price.meter, Decimal(0)) + cost
             self.used.append(price.as_of)
             return
         billable = quantity - free
@@ -200,6 +216,7 @@ class _Bill:
     def _add(self, name: str, price: Price, quantity: Decimal, cost: Decimal, formula: str) -> None:
         rounded = cost.quantize(CENT, ROUND_HALF_UP)
         self.exact.append(cost)
+        self.by_meter[price.meter] = self.by_meter.get(price.meter, Decimal(0)) + cost
         self.used.append(price.as_of)
         self.items.append(
             LineItem(
@@ -241,6 +258,41 @@ class _Bill:
                 )
             )
 
+    def apply_commitment(self) -> None:
+        """A savings plan or reserved term the profile names: a discount, commitment shown."""
+        term = self.profile.commitments.get(self.target.id)
+        if term is None:
+            return
+        c = self.target.commitment(term)
+        base = sum((v for m, v in self.by_meter.items() if m in c.meters), Decimal(0))
+        if base <= 0:
+            return
+        off = base * c.discount_pct / 100
+        committed = base - off
+        self.commitment = (
+            f"{c.text}: {money(committed)} a month for {c.months} months "
+            f"({money(committed * c.months)} in all)"
+        )
+        self.exact.append(-off)
+        self.used.append(c.as_of)
+        self.items.append(
+            LineItem(
+                name=f"{c.term} commitment",
+                usd=-float(off.quantize(CENT, ROUND_HALF_UP)),
+                formula=(
+                    f"{fmt(c.discount_pct)}% off {money(base)} of {', '.join(c.meters)} = "
+                    f"{money(-off)}; you commit to {self.commitment}"
+                ),
+                quantity=1.0,
+                unit="month",
+                unit_usd=-float(off),
+                per=1.0,
+                source=self.catalog.source_url(c.source),
+                as_of=c.as_of.isoformat(),
+                confidence=c.confidence,
+            )
+        )
+
     def meters(self) -> Iterator[Price]:
         """Prices this candidate pays: its own (for its option) and its add-ons."""
         opt = self.option.name if self.option else self.option_label
@@ -275,6 +327,118 @@ def _cold(b: _Bill) -> tuple[float, Decimal]:
 
 def _cold_p50(b: _Bill) -> Decimal:
     return dec(b.target.cold_start.p50_s + b.profile.model_load_s)
+
+
+def _billed_wakes(b: _Bill) -> Decimal:
+    """Cold starts a month for billing INIT time: the Poisson count, never falling with traffic.
+
+    ``n exp(-n T / S)`` peaks at one arrival per keep-warm window and falls after it;
+    beyond the peak the count is held there, since environments are also recycled and
+    scaled out under steady traffic (and a bill must not fall as traffic grows).
+    """
+    _, colds = _cold(b)
+    p, t = b.profile, b.target
+    if p.cold_start_fraction is not None or not colds or t.cold_start.keep_warm_s <= 0:
+        return colds
+    peak_n = b.seconds / dec(t.cold_start.keep_warm_s)  # arrivals at which n exp(-x) peaks
+    if b.n <= peak_n:
+        return colds
+    return peak_n * dec(math.exp(-1.0))
+
+
+@dataclass(slots=True)
+class Lifetime:
+    """Seconds containers are alive in a month, and what they are made of."""
+
+    busy: Decimal
+    idle: Decimal
+    starts: Decimal
+    alive: Decimal
+    containers: int
+    wakes: Decimal
+
+    def text(self) -> str:
+        return (
+            f"alive {fmt(self.alive)} s: busy {fmt(self.busy)} s, idle within keep-warm "
+            f"{fmt(self.idle)} s, starts {fmt(self.starts)} s"
+        )
+
+
+TAIL_EPS = 1e-12  # containers needed with a smaller probability than this are left out
+
+
+def _poisson_tails(lam: float) -> tuple[int, list[float]]:
+    """``(lo, tails)`` with P(N >= m) = tails[m - lo] for N ~ Poisson(lam); 1 below ``lo``."""
+    spread = 12 * math.sqrt(lam) + 30
+    lo, hi = max(0, int(lam - spread)), int(lam + spread) + 1
+    pmf = [math.exp(m * math.log(lam) - lam - math.lgamma(m + 1)) for m in range(lo, hi + 1)]
+    tails, acc = [0.0] * len(pmf), 0.0
+    for i in range(len(pmf) - 1, -1, -1):
+        acc += pmf[i]
+        tails[i] = min(acc, 1.0)
+    if lo == 0:
+        tails = [1.0, *tails[1:]]
+    return lo, tails
+
+
+def lifetime(b: _Bill, capacity: Decimal, keep_warm_s: float, start_s: Decimal) -> Lifetime:
+    """Container-seconds billed for a month of Poisson arrivals.
+
+    One container: busy time, plus for every idle gap the shorter of the gap and
+    the keep-warm window T (with arrivals at rate r a gap contributes
+    (1 - exp(-rT)) / r on average, so n gaps give S (1 - exp(-rT)) in a month of S
+    seconds), plus the start time of each wake-up (a gap longer than T); at most S.
+    Several containers: requests in flight are Poisson with mean r x duration
+    (containers scale out on demand), and the j-th container is woken by the
+    arrivals that find the first j - 1 full, at rate r_j = r x P(in flight >=
+    (j - 1) x capacity); each container is billed like the first at its own rate.
+    ``containers`` is what the peak needs at the measured per-container capacity.
+    """
+    p = b.profile
+    seconds = b.seconds
+    busy = b.n * b.d / capacity
+    peak = dec(p.peak(float(seconds)))
+    containers = max(
+        math.ceil(peak / capacity - Decimal("1e-9")),
+        math.ceil(busy / seconds - Decimal("1e-9")),
+        1,
+    )
+    if not b.target.scales_to_zero:
+        alive = dec(max(containers, p.min_instances)) * seconds
+        return Lifetime(
+            busy, max(alive - busy, Decimal(0)), Decimal(0), alive, containers, Decimal(0)
+        )
+    if b.n == 0:
+        return Lifetime(Decimal(0), Decimal(0), Decimal(0), Decimal(0), 0, Decimal(0))
+    s_f, r, cap, start = float(seconds), float(b.n / seconds), float(capacity), float(start_s)
+    lam = r * float(b.d)
+    lo, tails = _poisson_tails(lam)
+
+    def at_least(m: int) -> float:
+        return 1.0 if m < lo else (tails[m - lo] if m - lo < len(tails) else 0.0)
+
+    alive_f = starts_f = wakes_f = 0.0
+    j = 1
+    while True:
+        reach = at_least(math.ceil((j - 1) * cap - 1e-9))  # an arrival finds j - 1 full
+        if reach < TAIL_EPS:
+            break
+        busy_j = s_f * at_least(math.floor((j - 1) * cap + 1e-9) + 1)
+        x = r * reach * keep_warm_s
+        idle_j = s_f * -math.expm1(-x)
+        if j == 1 and p.cold_start_fraction is not None:
+            wakes_j = float(b.n) * p.cold_start_fraction
+        else:
+            wakes_j = s_f * r * reach * math.exp(-x)
+        alive_f += min(s_f, busy_j + idle_j + wakes_j * start)
+        starts_f += wakes_j * start
+        wakes_f += wakes_j
+        j += 1
+    alive = max(dec(alive_f), busy)  # float sums of the busy shares can fall a hair short
+    # What is shown adds up to what is billed: the caps come off the idle time first.
+    starts_shown = min(dec(starts_f), alive - busy)
+    idle_shown = max(Decimal(0), alive - busy - starts_shown)
+    return Lifetime(busy, idle_shown, starts_shown, alive, containers, dec(wakes_f))
 
 
 def _memory_mb(b: _Bill) -> int:
@@ -336,6 +500,17 @@ def _instances(b: _Bill, opt: Option) -> tuple[int, int]:
         by_mem = int(opt.memory_gib * 1024 // p.memory_mb) if opt.memory_gib else 1
         per_instance = max(1, min(by_cpu, by_mem))
     capacity = per_instance * p.replica_concurrency
+    if b.target.serves == "hosted_llm" and not opt.tokens_per_s:
+        count = p.min_instances
+        b.sizing = (
+            f"{count} x {opt.name} (min_instances): the provider publishes no tokens a second "
+            "per unit; ask for your quota's figure and set min_instances"
+        )
+        return count, 1
+    if opt.tokens_per_s and p.is_llm:
+        # A model unit serves a known token rate: size from the peak token rate.
+        peak = peak * p.output_tokens_per_request / p.duration_for(b.candidate_id)
+        per_instance, capacity = 1, opt.tokens_per_s
     count = max(p.min_instances, math.ceil(peak / capacity - 1e-9))
     b.sizing = (
         f"{count} x {opt.name}: peak {peak:.3g} in flight / ({per_instance} replica(s) x "
@@ -369,6 +544,15 @@ def per_request_duration(b: _Bill) -> Quantities:
         b.option_label = opt.name
         b.sizing = f"{opt.name} memory size"
         q["second"] = ("compute", n * billed, f"{req} x {dur}")
+        if any(pr.meter == "provisioned_second" for pr in b.target.prices):
+            peak = dec(p.peak(float(b.seconds)))
+            envs = max(p.min_instances, math.ceil(peak - Decimal("1e-9")))
+            q["provisioned_second"] = (
+                "provisioned concurrency",
+                dec(envs) * b.seconds,
+                f"{envs} provisioned x {fmt(b.seconds)} s",
+            )
+            b.sizing += f"; {envs} provisioned for a peak of {peak:.3g}"
     else:
         mem_mb = _memory_mb(b)
         gb = dec(mem_mb) / 1024
@@ -380,9 +564,20 @@ def per_request_duration(b: _Bill) -> Quantities:
         qty = n * billed * gb
         if t.bills_init and colds:
             init = _cold_p50(b)
-            qty += colds * init * gb
-            how = f"({req} x {dur} + {fmt(colds)} cold starts x {fmt(init)} s init) x {fmt(gb)} GB"
+            wakes = _billed_wakes(b)
+            qty += wakes * init * gb
+            how = f"({req} x {dur} + {fmt(wakes)} cold starts x {fmt(init)} s init) x {fmt(gb)} GB"
         q["gb_second"] = ("compute", qty, how)
+        if any(pr.meter == "provisioned_gb_second" for pr in t.prices):
+            # Provisioned concurrency: enough warm environments for the peak, all month.
+            peak = dec(p.peak(float(b.seconds)))
+            envs = max(p.min_instances, math.ceil(peak - Decimal("1e-9")))
+            q["provisioned_gb_second"] = (
+                "provisioned concurrency",
+                dec(envs) * b.seconds * gb,
+                f"{envs} environment(s) x {fmt(b.seconds)} s x {fmt(gb)} GB",
+            )
+            b.sizing += f"; {envs} provisioned environment(s) for a peak of {peak:.3g}"
         conc = dec(p.replica_concurrency)
         share = f" / {fmt(conc)} concurrent" if conc != 1 else ""
         q["vcpu_second"] = (
@@ -415,25 +610,24 @@ def instance_hours(b: _Bill) -> Quantities:
         return _fargate(b, q)
     assert b.option is not None
     count, per_instance = _instances(b, b.option)
-    if p.memory_mb > b.option.memory_gib * 1024:
+    if t.serves != "hosted_llm" and p.memory_mb > b.option.memory_gib * 1024:
         b.reasons.append(
             f"needs {p.memory_mb:,} MB of memory; "
             f"{b.option.name} has {int(b.option.memory_gib * 1024):,} MB"
         )
     inst_h, how = dec(count) * hours, f"{count} x {fmt(hours)} h"
     if t.scales_to_zero:
-        # Billed while busy, plus a start and a cool-down each time it wakes from zero.
-        _, wakes = _cold(b)
-        busy = b.n * b.d / (per_instance * dec(p.replica_concurrency))
-        idle = wakes * (_cold_p50(b) + dec(t.cold_start.keep_warm_s))
-        inst_s = min(busy + idle, max(busy, dec(count) * b.seconds))
-        inst_h = inst_s / 3600
-        how = (
-            f"({fmt(b.n)} req x {fmt(b.d)} s / {per_instance * p.replica_concurrency:g} "
-            f"per instance + {fmt(wakes)} wake-ups x "
-            f"{fmt(_cold_p50(b) + dec(t.cold_start.keep_warm_s))} s) / 3600"
+        # Billed while an instance lives: busy, idle within the cool-down, and starts.
+        life = lifetime(
+            b,
+            dec(per_instance) * dec(p.replica_concurrency),
+            t.cold_start.keep_warm_s,
+            _cold_p50(b),
         )
-        b.sizing += "; scales to zero between bursts"
+        b.busy_s, b.alive_s = life.busy, life.alive
+        inst_h = life.alive / 3600
+        how = f"({life.text()}) / 3600"
+        b.sizing += f"; scales to zero between bursts ({life.text()})"
     q["instance_hour"] = ("instances", inst_h, how)
     q["ipv4_hour"] = ("public IPv4", dec(count) * hours, f"{count} address(es) x {fmt(hours)} h")
     return q
@@ -495,20 +689,15 @@ def _fargate(b: _Bill, q: Quantities) -> Quantities:
 
 
 def per_second_container(b: _Bill) -> Quantities:
-    """Modal, RunPod, Cloud Run GPU: seconds a container lives, busy or idle."""
+    """Modal, RunPod, Cloud Run instance-based, Replicate, HF endpoints: container lifetime."""
     t, p = b.target, b.profile
-    _, wakes = _cold(b)
-    conc = dec(p.replica_concurrency)
-    busy = b.n * b.d / conc
-    per_wake = _cold_p50(b) + dec(t.cold_start.keep_warm_s)
-    secs = busy + wakes * per_wake
-    how = (
-        f"({fmt(b.n)} req x {fmt(b.d)} s"
-        + (f" / {fmt(conc)}" if conc != 1 else "")
-        + f" + {fmt(wakes)} wake-ups x {fmt(per_wake)} s)"
-    )
+    life = lifetime(b, dec(p.replica_concurrency), t.cold_start.keep_warm_s, _cold_p50(b))
+    b.busy_s, b.alive_s = life.busy, life.alive
+    secs = life.alive
+    how = f"({life.text()})"
     b.sizing = (
-        f"{fmt(secs)} container-s: busy {fmt(busy)} s, start and idle {fmt(wakes * per_wake)} s"
+        f"{life.text()}; {fmt(life.alive / b.seconds)} container(s) alive on average; "
+        f"{life.containers} carry the peak of {p.peak(float(b.seconds)):.3g} in flight"
     )
     vcpus = dec(max(p.vcpus, t.min_vcpus))
     mem = dec(max(p.memory_mb / 1024, t.min_memory_gib))
@@ -516,6 +705,7 @@ def per_second_container(b: _Bill) -> Quantities:
     gpus = dec(b.option.gpu_count if b.option else 0)
     return {
         "second": ("compute", secs, how),
+        "instance_hour": ("instance", secs / 3600, f"{how} / 3600"),
         "cpu_core_second": ("CPU", secs * cores, f"{how} x {fmt(cores)} core(s)"),
         "vcpu_second": ("vCPU", secs * vcpus, f"{how} x {fmt(vcpus)} vCPU"),
         "gib_second": ("memory", secs * mem, f"{how} x {fmt(mem)} GiB"),
@@ -523,28 +713,121 @@ def per_second_container(b: _Bill) -> Quantities:
     }
 
 
+def share(x: Decimal) -> str:
+    """`` x 0.25`` for a share of a quantity, nothing for all of it."""
+    return f" x {fmt(x)}" if x != 1 else ""
+
+
+def _has(b: _Bill, meter: str) -> bool:
+    return any(p.meter == meter for p in b.target.prices)
+
+
 def per_token(b: _Bill) -> Quantities:
-    """Per-token LLM APIs: tokens in and out."""
-    p, n = b.profile, b.n
+    """Per-token LLM APIs: tokens in and out, cache reads and writes, batch, or Neurons."""
+    p, n, t = b.profile, b.n, b.target
     if not p.is_llm:
         b.reasons.append("a per-token LLM API serves hosted LLMs; this workload has no tokens")
-    context = b.target.limits.context_tokens
+    context = t.limits.context_tokens
     tokens = p.input_tokens_per_request + p.output_tokens_per_request
     if context is not None and tokens > context:
         b.reasons.append(
             f"{tokens:,} tokens per request exceed the {context:,}-token context window"
         )
+    tin, tout = n * p.input_tokens_per_request, n * p.output_tokens_per_request
+    req = f"{fmt(n)} req"
+    if _has(b, "neuron"):
+        # Cloudflare Workers AI bills Neurons; each model converts tokens at its own rate.
+        neurons = (tin * t.neurons_per_m_input + tout * t.neurons_per_m_output) / 1_000_000
+        return {
+            "neuron": (
+                "Neurons",
+                neurons,
+                f"({req} x {p.input_tokens_per_request:,} in x {fmt(t.neurons_per_m_input)}/1M + "
+                f"{req} x {p.output_tokens_per_request:,} out x "
+                f"{fmt(t.neurons_per_m_output)}/1M) Neurons",
+            ),
+            "plan_month": ("Workers Paid plan", Decimal(1), "1 month"),
+        }
+    q: Quantities = {
+        m: (m, Decimal(0), "")
+        for m in (
+            "cache_read_token",
+            "cache_write_token",
+            "batch_input_token",
+            "batch_output_token",
+        )
+    }
+    cached = dec(p.cached_input_share) if _has(b, "cache_read_token") else Decimal(0)
+    written = dec(p.cache_write_share) if _has(b, "cache_write_token") else Decimal(0)
+    batch = dec(p.batch_share) if _has(b, "batch_input_token") else Decimal(0)
+    plain_in = 1 - cached - written
+    if cached:
+        q["cache_read_token"] = (
+            "cached input tokens",
+            tin * cached,
+            f"{req} x {p.input_tokens_per_request:,} tokens{share(cached)} cached",
+        )
+    if written:
+        q["cache_write_token"] = (
+            "cache writes",
+            tin * written,
+            f"{req} x {p.input_tokens_per_request:,} tokens{share(written)} written to cache",
+        )
+    # Batch calls pay the batch rate on their uncached input and all their output.
+    q["input_token"] = (
+        "input tokens",
+        tin * plain_in * (1 - batch),
+        f"{req} x {p.input_tokens_per_request:,} tokens{share(plain_in * (1 - batch))}",
+    )
+    q["output_token"] = (
+        "output tokens",
+        tout * (1 - batch),
+        f"{req} x {p.output_tokens_per_request:,} tokens{share(1 - batch)}",
+    )
+    if batch:
+        q["batch_input_token"] = (
+            "batch input tokens",
+            tin * plain_in * batch,
+            f"{req} x {p.input_tokens_per_request:,} tokens{share(plain_in * batch)} in batches",
+        )
+        q["batch_output_token"] = (
+            "batch output tokens",
+            tout * batch,
+            f"{req} x {p.output_tokens_per_request:,} tokens{share(batch)} in batches",
+        )
+    return q
+
+
+def batch_job(b: _Bill) -> Quantities:
+    """AWS Batch on spot: instance-seconds to get through the month's rows, no idle instance."""
+    p, t = b.profile, b.target
+    assert b.option is not None
+    rows = b.n * dec(p.rows_per_request)
+    if p.rows_per_s is not None:
+        per_s, basis = dec(p.rows_per_s), "given"
+    else:
+        opt = b.option
+        by_cpu = int(opt.vcpus // p.vcpus) if opt.vcpus else 1
+        by_mem = int(opt.memory_gib * 1024 // p.memory_mb) if opt.memory_gib else 1
+        replicas = max(1, min(by_cpu, by_mem))
+        per_s = dec(replicas * p.replica_concurrency) * dec(p.rows_per_request) / b.d
+        basis = f"{replicas} replica(s) x {p.replica_concurrency:g} / {fmt(b.d)} s per request"
+    # One job a day, each paying a start (instance boot and image pull) on top of its rows.
+    jobs = (b.hours / 24).to_integral_value(ROUND_CEILING)
+    start = dec(t.cold_start.p50_s)
+    busy = rows / per_s
+    inst_s = busy + jobs * start if rows > 0 else Decimal(0)
+    b.busy_s, b.alive_s = busy, inst_s
+    b.sizing = (
+        f"{fmt(rows)} rows / {fmt(per_s)} rows/s ({basis}) = {fmt(busy)} instance-s, "
+        f"+ {fmt(jobs)} daily jobs x {fmt(start)} s start"
+    )
     return {
-        "input_token": (
-            "input tokens",
-            n * p.input_tokens_per_request,
-            f"{fmt(n)} req x {p.input_tokens_per_request:,} tokens",
-        ),
-        "output_token": (
-            "output tokens",
-            n * p.output_tokens_per_request,
-            f"{fmt(n)} req x {p.output_tokens_per_request:,} tokens",
-        ),
+        "instance_hour": (
+            "instances",
+            inst_s / 3600,
+            f"({fmt(rows)} rows / {fmt(per_s)} rows/s + {fmt(jobs)} jobs x {fmt(start)} s) / 3600",
+        )
     }
 
 
@@ -553,4 +836,5 @@ ESTIMATORS: dict[str, Callable[[_Bill], Quantities]] = {
     "instance_hours": instance_hours,
     "per_second_container": per_second_container,
     "per_token": per_token,
+    "batch_job": batch_job,
 }

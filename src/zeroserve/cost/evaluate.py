@@ -10,14 +10,17 @@ from zeroserve.cost.catalog import Catalog, CatalogError, Option, Target
 from zeroserve.cost.estimators import (
     COLD_P95_SHARE,
     ESTIMATORS,
+    FORMULAS,
     Estimate,
     ImpossibleConfiguration,
     _Bill,
     _cold,
     dec,
     human_bytes,
+    money,
 )
 from zeroserve.cost.profile import WorkloadProfile
+from zeroserve.errors import BadRequest
 
 UNNEEDED_GPU = "has a GPU the workload does not need"
 
@@ -32,7 +35,8 @@ def candidates(catalog: Catalog, profile: WorkloadProfile) -> Iterator[tuple[Tar
         if t.billing_model == "addon":
             continue
         enumerated = (
-            t.billing_model in ("instance_hours", "per_second_container") and not t.task_sizes
+            t.billing_model in ("instance_hours", "per_second_container", "batch_job")
+            and not t.task_sizes
         )
         options = catalog.options(t) if enumerated else ()
         pinned = profile.instance_types.get(t.id)
@@ -77,6 +81,22 @@ def estimate(
     explain: bool = True,
 ) -> Estimate:
     """Price one candidate; raises ``ImpossibleConfiguration`` for a refused pin."""
+    token = FORMULAS.set(explain)
+    try:
+        return _estimate(catalog, profile, target_id, option, today=today, explain=explain)
+    finally:
+        FORMULAS.reset(token)
+
+
+def _estimate(
+    catalog: Catalog,
+    profile: WorkloadProfile,
+    target_id: str,
+    option: str | None,
+    *,
+    today: date,
+    explain: bool,
+) -> Estimate:
     target = catalog.target(target_id)
     opt = resolve_option(catalog, target, option)
     bill = _Bill(
@@ -99,11 +119,17 @@ def estimate(
         name, qty, how = quantities[price.meter]
         bill.charge(name, price, qty, how)
     bill.apply_credits()
+    bill.apply_commitment()
     _check(bill)
     if explain:
         total = sum((Decimal(str(i.usd)) for i in bill.items), Decimal(0))
     else:
         total = sum(bill.exact, Decimal(0)).quantize(Decimal("0.01"))
+    if opt is not None and opt.term_months and bill.commitment is None:
+        m = opt.term_months
+        bill.commitment = (
+            f"a {m}-month term: {money(total)} a month for {m} months ({money(total * m)} in all)"
+        )
     oldest = min(bill.used) if bill.used else None
     stale = catalog.catalog.stale_after_days
     if oldest is not None and (today - oldest).days > stale:
@@ -131,11 +157,43 @@ def estimate(
         cold_start_fraction=bill.cold_fraction if target.scales_to_zero else None,
         oldest_as_of=oldest.isoformat() if oldest else None,
         unneeded_gpu=UNNEEDED_GPU in bill.warnings,
+        busy_s=None if bill.busy_s is None else float(bill.busy_s),
+        alive_s=None if bill.alive_s is None else float(bill.alive_s),
+        commitment=bill.commitment,
     )
+
+
+def check_profile(catalog: Catalog, profile: WorkloadProfile) -> None:
+    """Refuse (4xx, naming the field) pins and terms that name nothing in the catalog."""
+    for target_id, option in profile.instance_types.items():
+        try:
+            target = catalog.target(target_id)
+        except CatalogError as exc:
+            raise BadRequest(f"instance_types.{target_id}: {exc.message}") from exc
+        names = {o.name for o in catalog.options(target)}
+        if not names:
+            raise BadRequest(
+                f"instance_types.{target_id}: {target.name} has no options to pin; remove it"
+            )
+        if option not in names and option not in target.refused_options:
+            raise BadRequest(
+                f"instance_types.{target_id}: {target.name} has no option {option!r} "
+                f"(offered: {', '.join(sorted(names))})"
+            )
+    for target_id, term in profile.commitments.items():
+        try:
+            target = catalog.target(target_id)
+        except CatalogError as exc:
+            raise BadRequest(f"commitments.{target_id}: {exc.message}") from exc
+        try:
+            target.commitment(term)
+        except CatalogError as exc:
+            raise BadRequest(exc.message) from exc
 
 
 def estimate_all(catalog: Catalog, profile: WorkloadProfile, *, today: date) -> list[Estimate]:
     """Every candidate; refused configurations come back infeasible with the reason."""
+    check_profile(catalog, profile)
     out = []
     for target, option in candidates(catalog, profile):
         try:
@@ -166,7 +224,11 @@ def _check(b: _Bill) -> None:
     if t.billing_model == "per_token":
         return  # the estimator checked tokens and context
     d = float(b.d)
-    _check_gpu(b, t, p, opt)
+    if t.serves == "hosted_llm":
+        if not p.is_llm:
+            b.reasons.append(f"{t.name} serves the provider's LLMs; this workload has no tokens")
+    else:
+        _check_gpu(b, t, p, opt)
     if lim.timeout_s is not None and d > lim.timeout_s:
         b.reasons.append(f"a request takes {d:g} s; {t.name} times out at {lim.timeout_s:g} s")
     if t.mode == "async" and not p.allow_async:
@@ -204,6 +266,13 @@ def _check_gpu(b: _Bill, t: Target, p: WorkloadProfile, opt: Option | None) -> N
         b.reasons.append(f"needs a GPU ({wanted}); {where} has none")
         return
     assert opt is not None and opt.gpu is not None
+    if wanted.lower() == "any" and opt.gpu.lower().startswith("inferentia"):
+        # Inferentia runs only models compiled with the Neuron SDK: ask for it by name.
+        b.reasons.append(
+            f"{opt.name} has {opt.gpu}, which needs a Neuron-compiled model; "
+            f"set gpu: {opt.gpu} if yours is"
+        )
+        return
     if wanted.lower() != "any" and opt.gpu.lower() != wanted.lower():
         b.reasons.append(f"needs a {wanted} GPU; {opt.name} has {opt.gpu}")
     if p.gpu_memory_gb > opt.gpu_memory_gb:

@@ -25,6 +25,15 @@ from zeroserve.types import UsageRecord
 
 MINUTE_S = 60
 DEFAULT_MEMORY_MB = 1024  # when no replica memory was observed
+DEFAULT_DURATION_S = 0.01  # when requests were counted but no compute time
+MIN_EXTRAPOLATION_S = 86_400  # under a day, daily cycles are missing from the month
+# Endpoints zeroserve creates for itself: batch transform runs serve on ``batch-<run>``
+# (zeroserve.jobs.batch_service). They are left out of reports unless asked for.
+INTERNAL_ENDPOINT_PREFIXES = ("batch-",)
+
+
+def is_internal(endpoint: str) -> bool:
+    return endpoint.startswith(INTERNAL_ENDPOINT_PREFIXES)
 
 
 @dataclass(slots=True)
@@ -90,7 +99,9 @@ class EndpointUsage:
         fields: dict[str, Any] = {
             "name": self.endpoint,
             "requests_per_month": self.requests * month_s / self.observed_s,
-            "duration_s": self.compute_s / self.requests,
+            "duration_s": self.compute_s / self.requests
+            if self.compute_s > 0
+            else DEFAULT_DURATION_S,
             "memory_mb": math.ceil(self.peak_memory_mb)
             if self.peak_memory_mb
             else DEFAULT_MEMORY_MB,
@@ -101,6 +112,31 @@ class EndpointUsage:
         }
         fields.update({k: v for k, v in overrides.items() if v is not None})
         return WorkloadProfile.model_validate(fields)
+
+    def assumptions(self) -> list[str]:
+        """Defaults the profile used where nothing was measured."""
+        out = []
+        if not self.peak_memory_mb:
+            out.append(f"memory: {DEFAULT_MEMORY_MB:,} MB assumed (no replica memory observed)")
+        if self.compute_s <= 0:
+            out.append(f"duration: {DEFAULT_DURATION_S:g} s assumed (no compute time metered)")
+        if self.peak_concurrency <= 0:
+            out.append("peak concurrency: 1 assumed (none observed)")
+        out.append(
+            "vCPU per replica: 1 and replica concurrency: 1 assumed (not metered; "
+            "measure them and use `cost estimate` to change them)"
+        )
+        return out
+
+    def window_warning(self, window: str, hours_per_month: float) -> str | None:
+        """A warning when the measured span is too short to stand for a month."""
+        if self.observed_s >= MIN_EXTRAPOLATION_S:
+            return None
+        return (
+            f"measured only {self.observed_s / 3600:,.1f} h of traffic (window {window}); "
+            f"the month assumes this rate holds for all {hours_per_month:g} h, without the "
+            "daily and weekly cycles a day or more of traffic would show"
+        )
 
 
 @dataclass(slots=True)

@@ -65,6 +65,23 @@ class WorkloadProfile(BaseModel):
     self_host_tokens_per_s: Positive | None = Field(
         None, description="output tokens per second one GPU replica sustains (measured or given)"
     )
+    cached_input_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="share of input tokens read from the provider's prompt cache"
+    )
+    cache_write_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="share of input tokens written to the prompt cache"
+    )
+    batch_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="share of calls that can wait for a batch API (hours, at a discount)"
+    )
+    rows_per_request: Positive = Field(1.0, description="rows (records) per request, batch work")
+    rows_per_s: Positive | None = Field(
+        None, description="rows a second one batch instance processes (measured or given)"
+    )
+    commitments: dict[str, str] = Field(
+        default_factory=dict,
+        description="savings plan or reserved term per target: {aws.ec2.ondemand: 1yr-no-upfront}",
+    )
     log_bytes_per_request: Annotated[int, Field(ge=0)] = 256
     artifact_gb: NonNegative = 1.0
     instance_types: dict[str, str] = Field(
@@ -82,6 +99,11 @@ class WorkloadProfile(BaseModel):
         if self.duration_s is None and not (self.is_llm and self.self_host_tokens_per_s):
             raise ValueError(
                 "give duration_s (or, for LLM work, output tokens and self_host_tokens_per_s)"
+            )
+        if self.cached_input_share + self.cache_write_share > 1:
+            raise ValueError(
+                "cached_input_share + cache_write_share is over 1: "
+                "they are shares of the same input tokens"
             )
         return self
 

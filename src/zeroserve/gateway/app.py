@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -17,36 +15,27 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from zeroserve import __version__
+from zeroserve.backends import create_backend
 from zeroserve.control.controller import Controller
 from zeroserve.cost import api as cost_api
 from zeroserve.cost.meter import Meter
 from zeroserve.errors import Forbidden, ModelNotFound, Unauthorized, ZeroserveError
-from zeroserve.gateway import batch_api, control_api, jobs_api
+from zeroserve.gateway import batch_api, control_api, docs, jobs_api
 from zeroserve.gateway.dataplane import DataPlane, key_digest
+from zeroserve.gateway.inference import AsyncProtocol, JsonProtocol, V2Protocol
 from zeroserve.gateway.peers import GatewayPeers
+from zeroserve.gateway.state import ServerState
 from zeroserve.jobs.async_service import AsyncService
 from zeroserve.jobs.batch_service import BatchService
 from zeroserve.llm import api as llm_api
 from zeroserve.llm.gateway import build_gateway
 from zeroserve.metrics import Metrics
+from zeroserve.outcomes import Outcomes
 from zeroserve.protocols import v2
 from zeroserve.registry.registry import Registry
 from zeroserve.settings import Settings
 
 log = logging.getLogger("zeroserve.server")
-
-
-@dataclass
-class ServerState:
-    settings: Settings
-    registry: Registry
-    metrics: Metrics
-    controller: Controller
-    meter: Meter
-    async_service: AsyncService
-    batch_service: BatchService
-    gateway: DataPlane | None = None
-    peers: GatewayPeers | None = None
 
 
 def error_response(exc: ZeroserveError) -> JSONResponse:
@@ -111,7 +100,7 @@ def key_guard(keys: list[str], settings: Settings, missing: str, refused: str) -
 
 def admin_guard(settings: Settings) -> Any:
     return key_guard(
-        settings.admin_api_keys,
+        settings.control_api_keys,  # each key's scope is checked by gateway.access
         settings,
         "the control API requires an admin API key: send 'Authorization: Bearer <key>'",
         "this key is not an admin key; the control API needs one from ZEROSERVE_ADMIN_API_KEYS",
@@ -139,12 +128,9 @@ def ops_router() -> APIRouter:
 
     @router.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
-        state = zs(request)
-        wanted = {e.name for e in await asyncio.to_thread(state.registry.list_endpoints)}
-        missing = sorted(wanted - set(state.controller.routes))
-        if missing:
-            return JSONResponse({"status": "starting", "not_ready": missing}, status_code=503)
-        return JSONResponse({"status": "ready", "endpoints": sorted(wanted)})
+        """503 while endpoints load; then 200, listing any that failed (they retry)."""
+        readiness = zs(request).controller.readiness()
+        return JSONResponse(readiness, status_code=503 if readiness["status"] != "ready" else 200)
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -213,24 +199,28 @@ def create_app(
     )
     metrics = Metrics()
     meter = Meter()
-    controller = Controller(registry, settings, metrics, meter)
+    outcomes = Outcomes()
+    controller = Controller(
+        registry,
+        settings,
+        metrics,
+        create_backend(settings),
+        meter,
+    )
     jobs = AsyncService(controller, registry, settings, metrics)
-    controller.queued_jobs = jobs.queued_jobs  # type: ignore[method-assign]
-    controller.extra_managers += [
+    controller.queued_jobs = jobs.queued_jobs
+    controller.managers += [
         ("async-workers", 0.25, jobs.tick),
         ("webhooks", 0.5, jobs.webhooks.deliver_due),
+        ("job-purge", settings.job_purge_interval_s, jobs.purge),
     ]
     batches = BatchService(controller, registry, jobs.queue, settings)
-    controller.extra_managers.append(("batch", 0.5, batches.tick))
-    state = ServerState(settings, registry, metrics, controller, meter, jobs, batches)
-    if peers is not None:
-        listen, control_url, access_log = peers
-        state.peers = GatewayPeers(
-            controller, metrics, meter, settings, listen, control_url, access_log
-        )
+    controller.managers.append(("batch", 0.5, batches.tick))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Managers start here and endpoints load in the background: the port is open
+        # (and /readyz says "loading") while models load.
         await controller.start()
         await llm.service.start()
         if state.peers is not None:
@@ -257,10 +247,27 @@ def create_app(
         title="zeroserve",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # served by gateway/docs.py from the package, not a CDN
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
+    llm = build_gateway(settings, metrics.registry, api)  # /v1/chat/completions, /v1/messages, ...
+    gateway = DataPlane(
+        controller,
+        settings,
+        metrics,
+        llm,
+        outcomes,
+        [JsonProtocol(), V2Protocol(), AsyncProtocol(jobs)],
+    )
+    state = ServerState(
+        settings, registry, metrics, outcomes, controller, meter, jobs, batches, gateway
+    )
+    if peers is not None:
+        listen, control_url, access_log = peers
+        state.peers = GatewayPeers(
+            controller, metrics, outcomes, meter, settings, listen, control_url, access_log
+        )
     api.state.zs = state
     api.state.session_factory = registry.sessions
     api.state.meter = meter
@@ -272,11 +279,7 @@ def create_app(
     api.include_router(jobs_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(cost_api.router, prefix="/api/cost", dependencies=guard)
     api.include_router(ops_router())
-    llm = build_gateway(settings, metrics.registry, api)  # /v1/chat/completions, /v1/messages, ...
     api.state.llm = llm.service
     api.include_router(llm_api.router, prefix="/api/llm", dependencies=guard)
-    gateway = DataPlane(controller, settings, metrics, llm)
-    gateway.async_service = jobs
-    gateway.state = state  # type: ignore[attr-defined]
-    state.gateway = gateway
+    docs.mount_docs(api, "zeroserve API", "/api/openapi.json")
     return gateway

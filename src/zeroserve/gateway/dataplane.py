@@ -1,35 +1,54 @@
-"""The request path: a bare ASGI app for the inference routes.
+"""The request path: a bare ASGI app over a table of protocols.
 
-``POST /v1/endpoints/{name}/invocations`` and ``POST /v2/models/{name}[/versions/{v}]/infer``
-are matched by string tests and answered here, as a chain of small steps:
-authorize -> read body -> decode and validate -> choose variant -> submit to
-the pool -> encode. Everything else falls through to the FastAPI app. The
-routing table is the controller's in-memory snapshot; nothing here touches
-the database.
+Each request is matched against the table (``gateway/protocol.py``); the
+first protocol whose method and path match answers it, as a chain of small
+steps: authorize -> read body -> choose variant -> decode -> submit to the
+pool -> encode -> send, then count the outcome. Everything else falls through
+to the FastAPI app. The routing table is the controller's in-memory snapshot;
+nothing here touches the database.
+
+Every answer carries ``X-Request-Id`` (the client's, when it sent a sane one)
+and, once a variant was chosen, ``X-Zeroserve-Variant``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
+import os
+import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from zeroserve.errors import (
+    Conflict,
     EndpointNotFound,
     Forbidden,
     PayloadTooLarge,
     TooManyRequests,
     Unauthorized,
-    VersionNotFound,
     ZeroserveError,
 )
-from zeroserve.protocols import jsonproto, v2
+from zeroserve.gateway.inference import JsonProtocol, V2Protocol
+from zeroserve.gateway.offload import off_loop
+from zeroserve.gateway.protocol import (
+    Answer,
+    ASGIApp,
+    AsgiProtocol,
+    Call,
+    Headers,
+    InferenceProtocol,
+    Params,
+    Protocol,
+    send_answer,
+)
+from zeroserve.outcomes import Outcomes, OutcomeSeries
 from zeroserve.protocols.validation import rows_of
+from zeroserve.types import Mode
 
 if TYPE_CHECKING:
     from zeroserve.control.routes import Route, RouteTable, VariantRoute
@@ -40,14 +59,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zeroserve.gateway")
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-Answer = tuple[int, bytes, list[tuple[bytes, bytes]], "VariantRoute | None"]
-
-JSON_ROUTE = ("/v1/endpoints/", "/invocations")
-ASYNC_ROUTE = ("/v1/endpoints/", "/async")
-V2_ROUTE = ("/v2/models/", "/infer")
-JSON_HEADERS = [(b"content-type", b"application/json")]
 INTERNAL_ERROR = b'{"error":"internal error; see the server log","code":"internal_error"}'
+JSON_CONTENT = (b"content-type", b"application/json")
+MAX_SHADOW_IN_FLIGHT = 256
+"""Shadow copies in flight per process; beyond it copies are dropped and counted."""
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+BASE_HEADERS = frozenset(
+    {b"content-length", b"content-type", b"authorization", b"x-api-key", b"x-request-id"}
+)
 
 
 def key_digest(key: str) -> bytes:
@@ -55,89 +74,118 @@ def key_digest(key: str) -> bytes:
 
 
 class DataPlane:
+    """The inference routes of one gateway process, answered from a protocol table."""
+
     def __init__(
-        self, controller: RouteTable, settings: Settings, metrics: Metrics, fallback: ASGIApp
+        self,
+        controller: RouteTable,
+        settings: Settings,
+        metrics: Metrics,
+        fallback: ASGIApp,
+        outcomes: Outcomes,
+        protocols: list[Protocol] | None = None,
     ) -> None:
         self.controller = controller
         self.settings = settings
         self.metrics = metrics
         self.fallback = fallback
+        self.outcomes = outcomes
         self.max_body = settings.max_payload_bytes
+        self.decode_in_thread = int(settings.decode_in_thread_kb * 1024)
         self.keys = {key_digest(k) for k in [*settings.api_keys, *settings.admin_api_keys]}
+        self.protocols: list[Protocol] = []
+        self._wanted: set[bytes] = set(BASE_HEADERS)
+        for protocol in protocols if protocols is not None else [JsonProtocol(), V2Protocol()]:
+            self.add_protocol(protocol)
         self._background: set[asyncio.Task[Any]] = set()
-        self.async_service: Any = None
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex() + "-"
         self.answered = 0
         """Inference requests this process has answered (shown per gateway process)."""
+        self.shadow_dropped = 0
+
+    def add_protocol(self, protocol: Protocol, first: bool = False) -> None:
+        """Add an entry to the table (first: before the others, e.g. a more specific path)."""
+        if first:
+            self.protocols.insert(0, protocol)
+        else:
+            self.protocols.append(protocol)
+        self._wanted.update(protocol.wanted_headers)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith(JSON_ROUTE[0]) and path.endswith(JSON_ROUTE[1]):
-                name = path[len(JSON_ROUTE[0]) : -len(JSON_ROUTE[1])]
-                if "/" not in name:
-                    await self._serve(scope, receive, send, name, None, self._invoke_json)
-                    return
-            elif path.startswith(ASYNC_ROUTE[0]) and path.endswith(ASYNC_ROUTE[1]):
-                name = path[len(ASYNC_ROUTE[0]) : -len(ASYNC_ROUTE[1])]
-                if "/" not in name and self.async_service is not None:
-                    await self._serve_async(scope, receive, send, name)
-                    return
-            elif path.startswith(V2_ROUTE[0]) and path.endswith(V2_ROUTE[1]):
-                rest = path[len(V2_ROUTE[0]) : -len(V2_ROUTE[1])]
-                name, _, version = rest.partition("/versions/")
-                if "/" not in name and (not version or version.isdigit()):
-                    await self._serve(
-                        scope,
-                        receive,
-                        send,
-                        name,
-                        int(version) if version else None,
-                        self._invoke_v2,
-                    )
-                    return
+            method: str = scope["method"]
+            for protocol in self.protocols:
+                if protocol.method not in (method, "*"):
+                    continue
+                params = protocol.match(path)
+                if params is None:
+                    continue
+                if isinstance(protocol, AsgiProtocol):
+                    await protocol.app(scope, receive, send)
+                else:
+                    await self._serve(protocol, params, scope, receive, send)
+                return
         await self.fallback(scope, receive, send)
 
     async def _serve(
-        self,
-        scope: dict[str, Any],
-        receive: Any,
-        send: Any,
-        name: str,
-        version: int | None,
-        handler: Callable[..., Awaitable[Answer]],
+        self, protocol: Protocol, params: Params, scope: dict[str, Any], receive: Any, send: Any
     ) -> None:
         started = time.perf_counter()
-        headers = _headers(scope["headers"])
+        headers = {k: v for k, v in scope["headers"] if k in self._wanted}
+        request_id = self._request_id(headers)
+        call = Call(scope, receive, headers, params, lambda: self._read_body(receive, headers))
         variant: VariantRoute | None = None
         try:
             if self.keys:
                 self._authorize(headers)
-            body = await self._read_body(receive, headers)
-            status, payload, extra, variant = await handler(name, version, body, headers)
+            if isinstance(protocol, InferenceProtocol):
+                answer = await self._infer(protocol, call)
+            else:
+                answer = await protocol.serve(call)
+            variant = answer.variant
         except Exception as exc:
-            status, payload, extra = _error_answer(exc, name)
-        await _send_answer(send, status, payload, extra)
+            variant = getattr(exc, "variant", None)
+            answer = _error_answer(exc, str(params.get("name", "")))
+        extra: Headers = [(b"x-request-id", request_id)]
+        if variant is not None:
+            extra.append((b"x-zeroserve-variant", variant.spec.name.encode()))
+        await send_answer(send, answer, extra)
         self.answered += 1
+        if isinstance(protocol, InferenceProtocol):
+            self._count(str(params.get("name", "")), variant, answer, time.perf_counter() - started)
+
+    def _count(
+        self, name: str, variant: VariantRoute | None, answer: Answer, elapsed_s: float
+    ) -> None:
+        status = answer.status
         if variant is not None and status == 200:
             variant.metrics.ok.inc()
-            variant.metrics.latency.observe(time.perf_counter() - started)
-        else:
-            label = name if name in self.controller.routes else "unknown"
-            self.metrics.requests.labels(
-                label, variant.spec.name if variant else "", str(status)
-            ).inc()
+            variant.metrics.latency.observe(elapsed_s)
+            self._series(name, variant).record(200, None, elapsed_s, time.time())
+            return
+        known = name in self.controller.routes
+        label = name if known else "unknown"
+        variant_name = variant.spec.name if variant is not None else ""
+        cause = answer.cause or "unknown"
+        self.metrics.requests.labels(label, variant_name, str(status)).inc()
+        self.metrics.errors.labels(label, variant_name, str(status), cause).inc()
+        if variant is not None:
+            variant.metrics.latency.observe(elapsed_s)
+            self._series(name, variant).record(status, cause, elapsed_s, time.time())
 
-    async def _serve_async(self, scope: dict[str, Any], receive: Any, send: Any, name: str) -> None:
-        """Accept an async job: the body streams to the store, the answer is 202 and an id."""
-        headers = _headers(scope["headers"])
-        try:
-            if self.keys:
-                self._authorize(headers)
-            status, body = await self.async_service.submit(name, scope, receive, headers)
-            payload, extra = orjson.dumps(body), list(JSON_HEADERS)
-        except Exception as exc:
-            status, payload, extra = _error_answer(exc, name)
-        await _send_answer(send, status, payload, extra)
+    def _series(self, name: str, variant: VariantRoute, role: str = "primary") -> OutcomeSeries:
+        series = variant.outcomes
+        if series is None:
+            series = variant.outcomes = self.outcomes.for_variant(name, variant.spec.name, role)
+        return series
+
+    def _request_id(self, headers: dict[bytes, bytes]) -> bytes:
+        given = headers.get(b"x-request-id")
+        if given is not None and _REQUEST_ID.match(given):
+            return given
+        return f"{self._id_prefix}{next(self._ids):x}".encode()
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         auth = headers.get(b"authorization", b"")
@@ -186,43 +234,27 @@ class DataPlane:
             )
         return route
 
-    # protocols
-    async def _invoke_json(
-        self, name: str, _version: int | None, body: bytes, _headers: dict[bytes, bytes]
-    ) -> Answer:
-        route = self._route(name)
-        request = jsonproto.load_json(body)
-        variant = route.choose()
-        arrays, as_rows = jsonproto.decode(request, variant.signature)
-        result = await self._predict(route, variant, arrays)
-        payload = jsonproto.encode(result.outputs, as_rows)
-        return 200, payload, self._answer_headers(variant, result, JSON_HEADERS), variant
-
-    async def _invoke_v2(
-        self, name: str, version: int | None, body: bytes, headers: dict[bytes, bytes]
-    ) -> Answer:
-        route = self._route(name)
-        if version is None:
-            variant = route.choose()
-        else:
-            found = route.for_version(version)
-            if found is None:
-                served = ", ".join(str(v.spec.version) for v in route.variants)
-                raise VersionNotFound(
-                    f"endpoint {name!r} does not serve version {version} (it serves: {served})"
-                )
-            variant = found
-        raw_length = headers.get(v2.HEADER_LENGTH.encode())
-        header_length = int(raw_length) if raw_length and raw_length.isdigit() else None
-        request, tail = v2.parse_request(body, header_length)
-        arrays = v2.decode_inputs(request, tail, variant.signature)
-        names, binary = v2.requested_outputs(request, variant.signature)
-        result = await self._predict(route, variant, arrays)
-        payload, out_headers = v2.encode_response(
-            name, variant.spec.version, request.get("id"), result.outputs, names, binary
-        )
-        base = [(k.encode(), v.encode()) for k, v in out_headers.items()]
-        return 200, payload, self._answer_headers(variant, result, base), variant
+    # the inference chain
+    async def _infer(self, protocol: InferenceProtocol, call: Call) -> Answer:
+        route = self._route(protocol.endpoint(call.params))
+        if route.spec.mode is Mode.ASYNC:
+            raise Conflict(
+                f"endpoint {route.spec.name!r} is an async endpoint: submit jobs with "
+                f"POST /v1/endpoints/{route.spec.name}/async, or redeploy it in realtime or "
+                "serverless mode"
+            )
+        body = await call.read_body()
+        variant = protocol.select(route, call.params, call.headers)
+        try:
+            arrays, context = await off_loop(  # a large body is decoded in a thread
+                self.decode_in_thread, body, protocol.decode, body, call.headers, variant.signature
+            )
+            result = await self._predict(route, variant, arrays)
+            payload, headers = protocol.encode(call.params, variant, result, context)
+        except Exception as exc:
+            exc.variant = variant  # type: ignore[attr-defined] # the outcome is this variant's
+            raise
+        return Answer(200, payload, self._answer_headers(variant, result, headers), variant)
 
     async def _predict(self, route: Route, variant: VariantRoute, arrays: Arrays) -> Result:
         limit = route.spec.max_concurrency
@@ -239,34 +271,43 @@ class DataPlane:
         finally:
             route.in_flight -= 1
         if route.shadow is not None:
-            self._shadow(route, arrays)
+            self._shadow(route, route.shadow, arrays)
         return result
 
-    def _shadow(self, route: Route, arrays: Arrays) -> None:
-        """Copy the request to the shadow variant; its answer and errors are only metered."""
-        shadow = route.shadow
-        assert shadow is not None
+    def _shadow(self, route: Route, shadow: VariantRoute, arrays: Arrays) -> None:
+        """Copy the request to the shadow variant, off the request path; only counted."""
+        if len(self._background) >= MAX_SHADOW_IN_FLIGHT:
+            self.shadow_dropped += 1
+            self.metrics.shadow_dropped.labels(route.spec.name, shadow.spec.name).inc()
+            return
+        series = self._series(route.spec.name, shadow, "shadow")
 
         async def fire() -> None:
+            started = time.perf_counter()
             try:
                 await shadow.pool.submit(arrays, rows_of(arrays), route.spec.request_timeout_s)
-                shadow.metrics.ok.inc()
             except ZeroserveError as exc:
+                series.record(exc.status_code, exc.code, time.perf_counter() - started, time.time())
                 self.metrics.requests.labels(
                     route.spec.name, shadow.spec.name, str(exc.status_code)
                 ).inc()
+                return
+            except Exception:
+                log.exception("shadow copy failed", extra={"endpoint": route.spec.name})
+                return
+            elapsed = time.perf_counter() - started
+            series.record(200, None, elapsed, time.time())
+            shadow.metrics.ok.inc()
+            shadow.metrics.latency.observe(elapsed)
 
         task = asyncio.get_running_loop().create_task(fire())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     @staticmethod
-    def _answer_headers(
-        variant: VariantRoute, result: Result, base: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
+    def _answer_headers(variant: VariantRoute, result: Result, base: Headers) -> Headers:
         headers = [
             *base,
-            (b"x-zeroserve-variant", variant.spec.name.encode()),
             (b"x-zeroserve-model-version", f"{variant.spec.model}:{variant.spec.version}".encode()),
         ]
         if result.cold:
@@ -274,34 +315,12 @@ class DataPlane:
         return headers
 
 
-def _error_answer(exc: Exception, endpoint: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _error_answer(exc: Exception, endpoint: str) -> Answer:
     """The one mapping from an exception to a response: ours carry their status and advice;
     anything else is a 500 without a trace (the trace goes to the log)."""
     if isinstance(exc, ZeroserveError):
         extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
-        return exc.status_code, orjson.dumps(exc.to_dict()), extra
+        body = orjson.dumps(exc.to_dict())
+        return Answer(exc.status_code, body, [JSON_CONTENT, *extra], cause=exc.code)
     log.exception("unexpected error serving a request", extra={"endpoint": endpoint}, exc_info=exc)
-    return 500, INTERNAL_ERROR, []
-
-
-async def _send_answer(
-    send: Any, status: int, payload: bytes, extra: list[tuple[bytes, bytes]]
-) -> None:
-    headers = [*extra, (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    return {k: v for k, v in raw if k in _WANTED}
-
-
-_WANTED = {
-    b"idempotency-key",
-    b"x-callback-url",
-    b"content-length",
-    b"authorization",
-    b"x-api-key",
-    v2.HEADER_LENGTH.encode(),
-    b"content-type",
-}
+    return Answer(500, INTERNAL_ERROR, [JSON_CONTENT], cause="internal_error")

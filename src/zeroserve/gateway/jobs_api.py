@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from zeroserve.errors import Conflict
 from zeroserve.jobs.queue import JobStatus
+
+MAX_LIST_LIMIT = 1000
+ListLimit = Annotated[
+    int, Query(ge=1, le=MAX_LIST_LIMIT, description=f"at most {MAX_LIST_LIMIT} jobs")
+]
 
 data_router = APIRouter()
 admin_router = APIRouter()
@@ -34,7 +39,10 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
 
 @admin_router.get("/jobs")
 async def list_jobs(
-    request: Request, status: JobStatus | None = None, endpoint: str | None = None, limit: int = 100
+    request: Request,
+    status: JobStatus | None = None,
+    endpoint: str | None = None,
+    limit: ListLimit = 100,
 ) -> list[dict[str, Any]]:
     svc = service(request)
     queue = f"endpoint:{endpoint}" if endpoint else None
@@ -44,7 +52,7 @@ async def list_jobs(
 
 @admin_router.get("/jobs/dead-letters")
 async def dead_letters(
-    request: Request, endpoint: str | None = None, limit: int = 100
+    request: Request, endpoint: str | None = None, limit: ListLimit = 100
 ) -> list[dict[str, Any]]:
     svc = service(request)
     queue = f"endpoint:{endpoint}" if endpoint else None

@@ -20,8 +20,8 @@ from zeroserve.control.policy import cumulative
 from zeroserve.control.routes import Route, VariantRoute
 from zeroserve.errors import NoReplicaAvailable, ReplicaCrashed
 from zeroserve.metrics import Metrics, VariantMetrics
+from zeroserve.serving.handle import Backend, ReplicaHandle
 from zeroserve.serving.pool import Pool, UsageSink
-from zeroserve.serving.replica import Replica
 from zeroserve.types import EndpointSpec, ModelVersionInfo, UsageRecord, VariantSpec
 
 log = logging.getLogger("zeroserve.gateway")
@@ -40,56 +40,78 @@ class MirrorPool(Pool):
         spec: VariantSpec,
         metrics: VariantMetrics,
         meter: UsageSink,
-        wake: Callable[[], None],
+        backend: Backend,
+        send: Callable[[dict[str, Any]], None],
+        *,
+        shadow: bool = False,
+        batch_deadline_s: float | None = None,
     ) -> None:
-        super().__init__(endpoint, spec, metrics, meter)
-        self._wake = wake
-        self._dialing: set[int] = set()
-        self._deaths: dict[int, tuple[str, float]] = {}
+        super().__init__(
+            endpoint, spec, metrics, meter, shadow=shadow, batch_deadline_s=batch_deadline_s
+        )
+        self.backend = backend
+        self._send = send
+        """Sends a message to the control process about this pool (``key`` added)."""
+        self._dialing: set[str] = set()
+        self._listed: set[str] = set()
+        self._deaths: dict[str, tuple[str, float]] = {}
         self.reported_peak = 0
 
     def _on_cold(self) -> None:
-        self._wake()
+        self._send({"op": "wake"})
 
-    def sync(self, listed: dict[int, str]) -> None:
+    def _on_hung(self, replica: ReplicaHandle, message: str) -> None:
+        # Only the owner can kill it; closing our channel alone would leave it hung for others.
+        self._send({"op": "hung", "address": replica.address, "how": message})
+        replica.close()
+
+    def _on_loop_end(self, replica: ReplicaHandle) -> None:
+        self._redial(replica.address)
+
+    def sync(self, listed: list[str]) -> None:
         """Follow the control process: open channels to new replicas, retire the unlisted."""
+        self._listed = set(listed)
         for replica in self.replicas:
-            if replica.pid not in listed and not replica.closing:
+            if replica.address not in self._listed and not replica.closing:
                 replica.retire()
                 self._work.set()
-        have = {r.pid for r in self.replicas} | self._dialing
-        for pid, address in listed.items():
-            if pid not in have and not self._stopped:
-                self._dialing.add(pid)
-                self._spawn(self._dial(pid, address))
+        have = {r.address for r in self.replicas if not r.closing} | self._dialing
+        for address in listed:
+            if address not in have:
+                self._redial(address)
 
-    async def _dial(self, pid: int, address: str) -> None:
+    def _redial(self, address: str) -> None:
+        if address in self._listed and address not in self._dialing and not self._stopped:
+            self._dialing.add(address)
+            self._spawn(self._dial(address))
+
+    async def _dial(self, address: str) -> None:
         try:
-            replica = await Replica.dial(pid, address, self._on_replica_exit, DIAL_TIMEOUT_S)
+            replica = await self.backend.connect(address, self._on_replica_exit, DIAL_TIMEOUT_S)
         except NoReplicaAvailable as exc:
             # Retired or dead in the meantime; the next state from the control process says so.
             log.info("replica not reachable", extra={"endpoint": self.endpoint, "error": str(exc)})
             return
         finally:
-            self._dialing.discard(pid)
-        if self._stopped:
+            self._dialing.discard(address)
+        if self._stopped or address not in self._listed:
             replica.close()
             return
         self.add_replica(replica)
 
-    def _on_replica_exit(self, replica: Replica) -> None:
+    def _on_replica_exit(self, replica: ReplicaHandle) -> None:
         with contextlib.suppress(ValueError):
             self.replicas.remove(replica)
         self._work.set()
         if replica.has_pending:
             self._spawn(self._explain_death(replica))
 
-    async def _explain_death(self, replica: Replica) -> None:
+    async def _explain_death(self, replica: ReplicaHandle) -> None:
         """Fail the requests a dead replica held, saying how it died when the owner knows."""
         deadline = time.monotonic() + DEATH_NOTICE_WAIT_S
-        while replica.pid not in self._deaths and time.monotonic() < deadline:
+        while replica.address not in self._deaths and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        notice = self._deaths.get(replica.pid)
+        notice = self._deaths.get(replica.address)
         message = (
             notice[0]
             if notice
@@ -98,12 +120,12 @@ class MirrorPool(Pool):
         )
         replica.fail_pending(ReplicaCrashed(message))
 
-    def died(self, pid: int, message: str) -> None:
+    def died(self, address: str, message: str) -> None:
         now = time.monotonic()
         self._deaths = {
-            p: notice for p, notice in self._deaths.items() if now - notice[1] < DEATH_NOTICE_KEEP_S
+            a: notice for a, notice in self._deaths.items() if now - notice[1] < DEATH_NOTICE_KEEP_S
         }
-        self._deaths[pid] = (message, now)
+        self._deaths[address] = (message, now)
 
     async def stop(self) -> None:
         self._fail_all()
@@ -165,9 +187,17 @@ def usage_records(rows: list[list[Any]]) -> list[UsageRecord]:
 class Mirror:
     """The routing table of a secondary gateway process (a ``RouteTable``)."""
 
-    def __init__(self, metrics: Metrics, send: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        send: Callable[[dict[str, Any]], None],
+        backend: Backend,
+        batch_deadline_s: float | None = None,
+    ) -> None:
         self.metrics = metrics
         self.send = send
+        self.backend = backend
+        self.batch_deadline_s = batch_deadline_s
         self.routes: dict[str, Route] = {}
         self.pools: dict[str, MirrorPool] = {}
         self.usage = UsageBuffer()
@@ -178,8 +208,10 @@ class Mirror:
         routes: dict[str, Route] = {}
         for entry in state["routes"]:
             spec = EndpointSpec.model_validate(entry["spec"])
-            variants = [self._variant(spec.name, v, used) for v in entry["variants"]]
-            shadow = self._variant(spec.name, entry["shadow"], used) if entry["shadow"] else None
+            variants = [self._variant(spec.name, v, used, False) for v in entry["variants"]]
+            shadow = (
+                self._variant(spec.name, entry["shadow"], used, True) if entry["shadow"] else None
+            )
             old = self.routes.get(spec.name)
             new_pools = [v.pool for v in variants] + ([shadow.pool] if shadow else [])
             if (
@@ -197,7 +229,9 @@ class Mirror:
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
 
-    def _variant(self, endpoint: str, entry: dict[str, Any], used: set[str]) -> VariantRoute:
+    def _variant(
+        self, endpoint: str, entry: dict[str, Any], used: set[str], shadow: bool
+    ) -> VariantRoute:
         key = str(entry["key"])
         used.add(key)
         spec = VariantSpec.model_validate(entry["spec"])
@@ -209,17 +243,21 @@ class Mirror:
                 spec,
                 self.metrics.for_variant(endpoint, spec.name),
                 self.usage,
-                wake=lambda: self.send({"op": "wake", "key": key}),
+                self.backend,
+                lambda message: self.send({**message, "key": key}),
+                shadow=shadow,
+                batch_deadline_s=self.batch_deadline_s,
             )
         pool.spec = spec
         pool.last_error = entry.get("last_error")
-        pool.sync({int(r["pid"]): str(r["address"]) for r in entry["replicas"]})
-        return VariantRoute(spec, version, pool, pool.metrics, version.signature)
+        pool.sync([str(address) for address in entry["replicas"]])
+        signature = version.signature.select_outputs(spec.outputs)
+        return VariantRoute(spec, version, pool, pool.metrics, signature)
 
-    def died(self, key: str, pid: int, message: str) -> None:
+    def died(self, key: str, address: str, message: str) -> None:
         pool = self.pools.get(key)
         if pool is not None:
-            pool.died(pid, message)
+            pool.died(address, message)
 
     def report(self) -> dict[str, list[float]]:
         return {key: pool.report() for key, pool in self.pools.items()}

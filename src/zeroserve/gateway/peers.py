@@ -25,7 +25,9 @@ from zeroserve.control.routes import VariantRoute
 from zeroserve.gateway.link import encode_line, read_lines
 from zeroserve.gateway.mirror import usage_records
 from zeroserve.metrics import Metrics, SampleRow
-from zeroserve.serving.pool import LocalPool, PeerPoolStats, UsageSink
+from zeroserve.outcomes import Outcomes
+from zeroserve.serving.pool import UsageSink
+from zeroserve.serving.scaling_pool import PeerPoolStats, ScalingPool
 from zeroserve.settings import Settings
 
 log = logging.getLogger("zeroserve.gateway")
@@ -60,6 +62,7 @@ class GatewayPeers:
         self,
         controller: Controller,
         metrics: Metrics,
+        outcomes: Outcomes,
         meter: UsageSink,
         settings: Settings,
         listen: socket.socket,
@@ -68,6 +71,7 @@ class GatewayPeers:
     ) -> None:
         self.controller = controller
         self.metrics = metrics
+        self.outcomes = outcomes
         self.meter = meter
         self.settings = settings
         self.listen = listen
@@ -166,10 +170,16 @@ class GatewayPeers:
                         ),
                     )
             peer.answered = int(message.get("answered", 0))
+        elif op == "outcomes":
+            self.outcomes.merge(message["entries"])
         elif op == "wake":
             pool = self._pools_by_key().get(str(message["key"]))
             if pool is not None:
                 pool.wake()
+        elif op == "hung":
+            pool = self._pools_by_key().get(str(message["key"]))
+            if pool is not None:
+                pool.kill_replica(str(message["address"]), str(message["how"]))
         elif op == "metrics":
             rows: list[SampleRow] = [tuple(row) for row in message["samples"]]
             self.metrics.peer_samples[peer.id] = rows
@@ -208,7 +218,7 @@ class GatewayPeers:
         if not self._stopping:
             await self._launch(peer.slot)
 
-    def _pools_by_key(self) -> dict[str, LocalPool]:
+    def _pools_by_key(self) -> dict[str, ScalingPool]:
         return {pool_key_text(k): p for k, p in self.controller.pools().items()}
 
     # messages to the secondaries
@@ -243,8 +253,10 @@ class GatewayPeers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acked.wait(), deadline - time.monotonic())
 
-    def _died(self, key: PoolKey, pid: int, how: str) -> None:
-        line = encode_line({"op": "died", "key": pool_key_text(key), "pid": pid, "how": how})
+    def _died(self, key: PoolKey, address: str, how: str) -> None:
+        line = encode_line(
+            {"op": "died", "key": pool_key_text(key), "address": address, "how": how}
+        )
         for peer in list(self.peers.values()):
             peer.send(line)
 
@@ -261,7 +273,7 @@ class GatewayPeers:
                 "spec": route.spec.model_dump(mode="json"),
                 "version": route.version.model_dump(mode="json"),
                 "last_error": pool.last_error if pool is not None else None,
-                "replicas": [{"pid": r.pid, "address": r.address} for r in replicas],
+                "replicas": [r.address for r in replicas],
             }
 
         self.version += 1

@@ -21,12 +21,14 @@ from typing import Any
 import uvicorn
 
 from zeroserve import logs
+from zeroserve.backends import create_backend
 from zeroserve.gateway.dataplane import DataPlane
 from zeroserve.gateway.link import encode_line, read_first_line, read_lines
 from zeroserve.gateway.mirror import Mirror
 from zeroserve.gateway.proxy import ControlProxy
 from zeroserve.llm.gateway import build_gateway
 from zeroserve.metrics import Metrics
+from zeroserve.outcomes import Outcomes
 from zeroserve.serving.zygote import die_with_parent
 from zeroserve.settings import Settings
 
@@ -43,10 +45,16 @@ class SecondaryGateway:
     def __init__(self, settings: Settings, control: socket.socket, control_url: str) -> None:
         self.control = control
         self.metrics = Metrics()
-        self.mirror = Mirror(self.metrics, self.send)
+        self.outcomes = Outcomes(shared=True)
+        self.mirror = Mirror(
+            self.metrics,
+            self.send,
+            create_backend(settings),
+            settings.batch_deadline_s,
+        )
         self.proxy = ControlProxy(control_url)
         self.llm = build_gateway(settings, self.metrics.registry, self.proxy)
-        self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.llm)
+        self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.llm, self.outcomes)
         self.server: uvicorn.Server | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,7 +108,9 @@ class SecondaryGateway:
                     self._first_state.set()
                     self.send({"op": "ack", "version": message["version"]})
                 elif op == "died":
-                    self.mirror.died(str(message["key"]), int(message["pid"]), str(message["how"]))
+                    self.mirror.died(
+                        str(message["key"]), str(message["address"]), str(message["how"])
+                    )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -115,18 +125,30 @@ class SecondaryGateway:
         while True:
             await asyncio.sleep(STATS_INTERVAL_S)
             ticks += 1
-            report = self.mirror.report()
-            if report != last:
-                self.send({"op": "stats", "pools": report, "answered": self.dataplane.answered})
-                last = report
-            if ticks % METRICS_EVERY == 0:
-                self.send(
-                    {
-                        "op": "metrics",
-                        "samples": self.metrics.samples(),
-                        "usage": self.mirror.usage.drain(),
-                    }
-                )
+            try:
+                last = self._send_report(last, ticks)
+            except Exception:  # the next tick tries again; demand must keep flowing
+                log.exception("reporting to the control process failed")
+
+    def _send_report(
+        self, last: dict[str, list[float]] | None, ticks: int
+    ) -> dict[str, list[float]] | None:
+        """Send demand (when it changed), new outcomes, and every second metrics and usage."""
+        report = self.mirror.report()
+        entries = self.outcomes.drain()
+        if entries:
+            self.send({"op": "outcomes", "entries": entries})
+        if report != last:
+            self.send({"op": "stats", "pools": report, "answered": self.dataplane.answered})
+        if ticks % METRICS_EVERY == 0:
+            self.send(
+                {
+                    "op": "metrics",
+                    "samples": self.metrics.samples(),
+                    "usage": self.mirror.usage.drain(),
+                }
+            )
+        return report
 
 
 def main() -> None:

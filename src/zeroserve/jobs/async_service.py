@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 import fsspec
 import orjson
 
-from zeroserve.control.controller import effective_target_concurrency
+from zeroserve.egress import HTTP_SCHEMES, EgressPolicy, fetch_http, layers
 from zeroserve.errors import (
     BadRequest,
     Conflict,
@@ -35,24 +35,25 @@ from zeroserve.errors import (
     ModelError,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     ZeroserveError,
 )
-from zeroserve.protocols import jsonproto
-from zeroserve.protocols.validation import rows_of
 from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Lease, keep_leased, open_queue
 from zeroserve.jobs.webhooks import WebhookSender, endpoint_secret, load_master_secret
+from zeroserve.protocols import jsonproto
+from zeroserve.protocols.validation import rows_of
 
 if TYPE_CHECKING:
-    from zeroserve.control.controller import Controller
+    from zeroserve.jobs.deployments import Deployments
     from zeroserve.metrics import Metrics
     from zeroserve.registry.registry import Registry
-    from zeroserve.serving.pool import LocalPool
     from zeroserve.settings import Settings
 
 log = logging.getLogger("zeroserve.async")
 
 INLINE_RESULT_BYTES = 1024 * 1024
 ENVELOPE_PEEK_BYTES = 64 * 1024
+PURGE_BATCH = 1000
 PERMANENT = (InvalidInput, MalformedPayload, ModelError, EndpointNotFound, NotFound, BadRequest)
 
 
@@ -62,7 +63,7 @@ def queue_name(endpoint: str) -> str:
 
 class AsyncService:
     def __init__(
-        self, controller: Controller, registry: Registry, settings: Settings, metrics: Metrics
+        self, controller: Deployments, registry: Registry, settings: Settings, metrics: Metrics
     ) -> None:
         self.controller = controller
         self.store = registry.store
@@ -71,12 +72,14 @@ class AsyncService:
         url = settings.queue_url or f"sqlite:///{(settings.data_dir / 'jobs.db').resolve()}"
         self.queue: JobQueue = open_queue(url, max_attempts=settings.job_max_attempts)
         self.master = load_master_secret(settings.data_dir)
-        self.webhooks = WebhookSender(registry.sessions, self.master)
+        self.callbacks = EgressPolicy.from_settings(settings, [], schemes=sorted(HTTP_SCHEMES))
+        self.webhooks = WebhookSender(registry.sessions, self.master, self.callbacks)
         self.max_bytes = int(settings.max_async_payload_mb * 1024 * 1024)
         self.roots = [
             Path(settings.data_dir).resolve(),
             *(Path(r).resolve() for r in settings.async_input_roots),
         ]
+        self.inputs = EgressPolicy.from_settings(settings, self.roots)
         self.queued: dict[str, int] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
@@ -98,18 +101,53 @@ class AsyncService:
         declared = headers.get(b"content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise self._too_large(int(declared))
+        # Refuse what we can before storing a byte of the body.
+        await self._check_callback(callback)
+        await asyncio.to_thread(self._check_room, name)
         input_uri, envelope = await self._receive_payload(receive)
-        if envelope is not None:
-            callback = envelope.get("callback_url", callback)
-            key = envelope.get("idempotency_key", key)
-        if callback is not None and not str(callback).startswith(("http://", "https://")):
-            raise BadRequest(f"callback_url {callback!r} must be an http(s) URL")
-        payload = {"endpoint": name, "input_uri": input_uri, "callback_url": callback}
-        job = await asyncio.to_thread(
-            self.queue.put, queue_name(name), payload, idempotency_key=key
-        )
+        try:
+            if envelope is not None:
+                if "callback_url" in envelope:
+                    callback = envelope["callback_url"]
+                    await self._check_callback(callback)
+                key = envelope.get("idempotency_key", key)
+            if key is not None and not isinstance(key, str):
+                raise BadRequest("idempotency_key must be a string")
+            payload = {"endpoint": name, "input_uri": input_uri, "callback_url": callback}
+            job = await asyncio.to_thread(self._put, name, payload, key)
+        except BaseException:
+            if envelope is None:  # the body we stored belongs to no job
+                await asyncio.to_thread(self.store.delete, self._own_key(input_uri))
+            raise
+        if envelope is None and job.payload.get("input_uri") != input_uri:
+            # An idempotent repeat: the first submission's body is the job's.
+            await asyncio.to_thread(self.store.delete, self._own_key(input_uri))
         self.wake(name)
         return 202, self.describe(job)
+
+    async def _check_callback(self, callback: Any) -> None:
+        if callback is None:
+            return
+        if not isinstance(callback, str):
+            raise BadRequest("callback_url must be an http(s) URL string")
+        await asyncio.to_thread(self.callbacks.http_target, callback)
+
+    def _own_key(self, uri: str) -> str:
+        return uri.removeprefix(self.store.base_url + "/")
+
+    def _check_room(self, name: str) -> None:
+        queued = self.queue.counts(queue_name(name))[JobStatus.QUEUED]
+        if queued >= self.settings.max_queued_jobs:
+            raise TooManyRequests(
+                f"endpoint {name!r} has {queued:,} queued jobs, its limit "
+                f"(ZEROSERVE_MAX_QUEUED_JOBS); retry later",
+                retry_after_s=5.0,
+            )
+
+    def _put(self, name: str, payload: dict[str, Any], key: str | None) -> Job:
+        """Enqueue unless the endpoint already has ``max_queued_jobs`` waiting."""
+        self._check_room(name)  # again: others may have queued while the body arrived
+        return self.queue.put(queue_name(name), payload, idempotency_key=key)
 
     async def _receive_payload(self, receive: Any) -> tuple[str, dict[str, Any] | None]:
         """Store the body under a fresh key, or take ``input_uri`` from a small envelope."""
@@ -121,7 +159,9 @@ class AsyncService:
         if not message.get("more_body") and head.lstrip()[:1] == b"{" and b'"input_uri"' in head:
             envelope = jsonproto.load_json(head)
             if "input_uri" in envelope:
-                uri = str(envelope["input_uri"])
+                uri = envelope["input_uri"]
+                if not isinstance(uri, str):
+                    raise BadRequest("input_uri must be a URL string")
                 await asyncio.to_thread(self._check_uri, uri)
                 return uri, envelope
         key = f"async/inputs/{uuid.uuid4().hex}.json"
@@ -146,15 +186,15 @@ class AsyncService:
         return self.store.url(key), None
 
     def _check_uri(self, uri: str) -> None:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if "file" in fs.protocol:
-            resolved = Path(path).resolve()
-            if not any(resolved.is_relative_to(root) for root in self.roots):
-                raise Forbidden(
-                    f"input_uri {uri} is outside the directories async jobs may "
-                    "read; add its directory to ZEROSERVE_ASYNC_INPUT_ROOTS"
-                )
-        if not fs.exists(path):
+        self.inputs.check_uri(uri)
+        if any(layer.scheme in HTTP_SCHEMES for layer in layers(uri)):
+            return  # fetched (once, pinned) when the job runs, not probed now
+        try:
+            fs, path = fsspec.core.url_to_fs(uri)
+            exists = fs.exists(path)
+        except (ImportError, ValueError) as exc:
+            raise BadRequest(f"input_uri cannot be opened here: {type(exc).__name__}") from None
+        if not exists:
             raise NotFound(
                 f"input_uri {uri} does not exist; upload the payload first or "
                 "send it inline as the request body"
@@ -179,6 +219,9 @@ class AsyncService:
             "updated_at": job.updated_at,
             "status_url": f"/v1/jobs/{job.id}",
         }
+        if "run" in job.payload:  # a shard of a batch transform, not an async request
+            body["batch_run"] = job.payload["run"]
+            body["shard"] = job.payload.get("shard")
         if job.error:
             body["error"] = job.error
         if result.get("result_uri"):
@@ -189,7 +232,8 @@ class AsyncService:
         job = await asyncio.to_thread(self.queue.get, job_id)
         body = self.describe(job)
         result = job.result or {}
-        if job.status == JobStatus.SUCCEEDED and result.get("bytes", 0) <= INLINE_RESULT_BYTES:
+        inline = result.get("result_uri") and result.get("bytes", 0) <= INLINE_RESULT_BYTES
+        if job.status == JobStatus.SUCCEEDED and inline:
             with contextlib.suppress(ZeroserveError, OSError):
                 body["result"] = orjson.loads(
                     await asyncio.to_thread(self._read, result["result_uri"])
@@ -205,12 +249,52 @@ class AsyncService:
             raise Conflict(f"job {job_id} is {job.status.value}; only queued jobs can be cancelled")
         return {"job_id": job_id, "status": "cancelled"}
 
+    async def cancel_endpoint(self, name: str) -> int:
+        """Cancel the queued jobs of a deleted endpoint, saying why (a later endpoint
+        of the same name must not run them)."""
+        reason = f"cancelled: endpoint {name!r} was deleted before the job ran"
+        return await asyncio.to_thread(self.queue.cancel_queue, queue_name(name), reason)
+
+    # retention
+    async def purge(self) -> int:
+        """Delete finished jobs older than ``job_retention_s`` with their uploaded
+        inputs, results and webhook rows; returns how many jobs went."""
+        cutoff = time.time() - self.settings.job_retention_s
+        total = 0
+        while True:
+            jobs = await asyncio.to_thread(self.queue.purge, cutoff, PURGE_BATCH)
+            if not jobs:
+                break
+            await asyncio.to_thread(self._forget, jobs)
+            total += len(jobs)
+            if len(jobs) < PURGE_BATCH:
+                break
+        forgotten = await asyncio.to_thread(self.webhooks.purge, cutoff)
+        if total or forgotten:
+            log.info("purged finished jobs", extra={"jobs": total, "webhooks": forgotten})
+        return total
+
+    def _forget(self, jobs: list[Job]) -> None:
+        own_inputs = self.store.url("async/inputs/")
+        for job in jobs:
+            payload = job.payload if isinstance(job.payload, dict) else {}
+            uri = str(payload.get("input_uri") or "")
+            keys = [f"async/results/{job.id}.json"]
+            if uri.startswith(own_inputs):
+                keys.append(self._own_key(uri))
+            for key in keys:
+                try:
+                    self.store.delete(key)
+                except OSError:
+                    log.warning("could not delete a purged job's file", extra={"key": key})
+        self.webhooks.forget([job.id for job in jobs])
+
     def webhook_secret(self, endpoint: str) -> str:
         return endpoint_secret(self.master, endpoint)
 
     # workers
-    def queued_jobs(self, pool: LocalPool) -> int:
-        return self.queued.get(pool.endpoint, 0)
+    def queued_jobs(self, endpoint: str) -> int:
+        return self.queued.get(endpoint, 0)
 
     def wake(self, name: str) -> None:
         """Let the endpoint's worker lease now instead of at its next poll."""
@@ -239,7 +323,7 @@ class AsyncService:
 
     def _capacity(self, name: str) -> int:
         variant = self.controller.routes[name].variants[0].spec
-        return max(1, int(variant.scaling.max_replicas * effective_target_concurrency(variant)))
+        return max(1, int(variant.scaling.max_replicas * variant.target_concurrency))
 
     async def _work(self, name: str) -> None:
         wake = self._wake[name]
@@ -293,7 +377,7 @@ class AsyncService:
             self._wake[name].set()
 
     async def _predict(self, name: str, job: Job) -> dict[str, Any]:
-        data = await asyncio.to_thread(self._read, job.payload["input_uri"])
+        data = await asyncio.to_thread(self._read_input, job.payload["input_uri"])
         route = self.controller.routes.get(name)
         if route is None:
             raise EndpointNotFound(f"endpoint {name!r} was deleted before the job ran")
@@ -301,7 +385,7 @@ class AsyncService:
         arrays, as_rows = jsonproto.decode(jsonproto.load_json(data), variant.signature)
         rows = rows_of(arrays)
         result = await variant.pool.submit(arrays, rows, route.spec.request_timeout_s)
-        body = jsonproto.encode(result.outputs, as_rows)
+        body = jsonproto.encode(result.outputs, as_rows, variant.signature)
         uri = await asyncio.to_thread(self.store.put_bytes, f"async/results/{job.id}.json", body)
         return {
             "result_uri": uri,
@@ -309,6 +393,20 @@ class AsyncService:
             "bytes": len(body),
             "model": f"{variant.spec.model}:{variant.spec.version}",
         }
+
+    def _read_input(self, uri: str) -> bytes:
+        """The job's input, checked against the egress policy again (it may have changed)."""
+        if uri.startswith(self.store.base_url + "/async/inputs/"):
+            return self._read(uri)  # our own upload
+        try:
+            self.inputs.check_uri(uri)
+        except Forbidden as exc:
+            raise BadRequest(exc.message) from None  # permanent: fail, do not retry
+        if any(layer.scheme in HTTP_SCHEMES for layer in layers(uri)):
+            if "::" in uri:
+                raise BadRequest("input_uri: chained http inputs are not supported")
+            return fetch_http(self.inputs, uri, self.max_bytes)
+        return self._read(uri)
 
     def _read(self, uri: str) -> bytes:
         try:

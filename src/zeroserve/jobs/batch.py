@@ -96,6 +96,7 @@ def plan(
     feature_columns: list[str] | None = None,
     n_features: int | None = None,
     overwrite: bool = False,
+    typed: bool = False,
 ) -> Manifest:
     """Split ``input_uri`` into shards and store the manifest under ``output_uri``.
 
@@ -128,6 +129,7 @@ def plan(
         shard_rows=shard_rows,
         id_column=id_column,
         feature_columns=feature_columns,
+        typed=typed,
     )
     if n_features is not None and len(layout.feature_columns) != n_features:
         cols = layout.feature_columns

@@ -31,6 +31,7 @@ from zeroserve.jobs.batch_manifest import (
     Format,
     Shard,
 )
+from zeroserve.types import Arrays
 
 SCAN_CHUNK_BYTES = 16 << 20
 SAMPLE_ROWS = 1000
@@ -68,7 +69,8 @@ class ShardData:
     """A shard ready for the model: ids, a C-contiguous float32 matrix, bad rows."""
 
     ids: np.ndarray[Any, Any]
-    features: np.ndarray[Any, Any]
+    features: np.ndarray[Any, Any] | Arrays
+    """A float32 matrix, or one array per column for a table model."""
     bad_rows: list[BadRow] = field(default_factory=list)
 
 
@@ -145,7 +147,9 @@ def plan_layout(
     shard_rows: int,
     id_column: str | None,
     feature_columns: list[str] | None,
+    typed: bool = False,
 ) -> InputLayout:
+    """Shards and columns of the input; ``typed`` (a table model) allows non-numeric columns."""
     if fmt == "parquet":
         return _plan_parquet(
             fs,
@@ -154,6 +158,7 @@ def plan_layout(
             shard_rows=shard_rows,
             id_column=id_column,
             feature_columns=feature_columns,
+            typed=typed,
         )
     with fs.open(path, "rb") as f:
         header: str | None = None
@@ -310,6 +315,7 @@ def _plan_parquet(
     shard_rows: int,
     id_column: str | None,
     feature_columns: list[str] | None,
+    typed: bool = False,
 ) -> InputLayout:
     pa = pa_module()
     pq = require("pyarrow.parquet", "parquet")
@@ -320,7 +326,7 @@ def _plan_parquet(
     except pa.ArrowException as exc:
         raise BadBatchInput(f"cannot read {uri} as Parquet: {exc}") from None
     features = _choose_features(list(schema.names), uri, id_column, feature_columns)
-    for name in features:
+    for name in [] if typed else features:
         kind = schema.field(name).type
         if not (
             pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)

@@ -18,13 +18,17 @@ from zeroserve.jobs.batch_io import BadRow, ShardData, input_fs, pa_module
 from zeroserve.jobs.batch_manifest import BadBatchInput, Manifest, Shard
 
 
-def read_shard(manifest: Manifest, shard: Shard) -> ShardData:
-    """Ids and features of ``shard``; malformed rows are returned in ``bad_rows``."""
+def read_shard(manifest: Manifest, shard: Shard, allow_nan: bool = False) -> ShardData:
+    """Ids and features of ``shard``; malformed rows are returned in ``bad_rows``.
+
+    With ``allow_nan`` (a model that takes missing values) an empty or null feature
+    is NaN, not a bad row.
+    """
     fs, path, _ = input_fs(manifest.input_uri)
     pa = pa_module()
     try:
         if manifest.input_format == "parquet":
-            return _read_parquet(fs, path, manifest, shard)
+            return _read_parquet(fs, path, manifest, shard, allow_nan)
         with fs.open(path, "rb") as f:
             f.seek(shard.byte_start)
             data = f.read((shard.byte_end or 0) - (shard.byte_start or 0))
@@ -32,12 +36,12 @@ def read_shard(manifest: Manifest, shard: Shard) -> ShardData:
         raise BadBatchInput(
             f"cannot read shard {shard.id} of {manifest.input_uri}: {exc}"
         ) from None
-    table = _fast_table(data, manifest, shard)
+    table = _fast_table(data, manifest, shard, allow_nan)
     if table is not None:
         return ShardData(_ids(table, manifest, shard), matrix(table, manifest.feature_columns))
     if manifest.input_format == "csv":
-        return _slow_csv(data, manifest, shard)
-    return _slow_jsonl(data, manifest, shard)
+        return _slow_csv(data, manifest, shard, allow_nan)
+    return _slow_jsonl(data, manifest, shard, allow_nan)
 
 
 def matrix(table: Any, columns: list[str]) -> np.ndarray[Any, Any]:
@@ -75,7 +79,7 @@ def _arrow_types(manifest: Manifest) -> dict[str, Any]:
     return types
 
 
-def _fast_table(data: bytes, manifest: Manifest, shard: Shard) -> Any:
+def _fast_table(data: bytes, manifest: Manifest, shard: Shard, allow_nan: bool = False) -> Any:
     """The shard as an Arrow table, or None when pyarrow finds anything wrong."""
     pa = pa_module()
     types = _arrow_types(manifest)
@@ -104,7 +108,9 @@ def _fast_table(data: bytes, manifest: Manifest, shard: Shard) -> Any:
             )
     except pa.ArrowException:
         return None
-    if table.num_rows != shard.rows or any(c.null_count for c in table.columns):
+    checked = [manifest.id_column] if allow_nan and manifest.id_column else []
+    columns = [table.column(c) for c in checked] if allow_nan else table.columns
+    if table.num_rows != shard.rows or any(c.null_count for c in columns):
         return None
     return table
 
@@ -132,7 +138,7 @@ def _finish(
     return ShardData(id_array, features, bad)
 
 
-def _slow_csv(data: bytes, manifest: Manifest, shard: Shard) -> ShardData:
+def _slow_csv(data: bytes, manifest: Manifest, shard: Shard, allow_nan: bool = False) -> ShardData:
     assert manifest.header is not None
     columns = next(csv.reader([manifest.header]))
     positions = [columns.index(c) for c in manifest.feature_columns]
@@ -157,7 +163,7 @@ def _slow_csv(data: bytes, manifest: Manifest, shard: Shard) -> ShardData:
             bad.append(BadRow(number, reason, "line", line))
             continue
         try:
-            values = [_number(fields[p], columns[p]) for p in positions]
+            values = [_number(fields[p], columns[p], allow_nan) for p in positions]
             row_id = position - 1
             if id_pos >= 0:
                 row_id = _checked_id(fields[id_pos], manifest)
@@ -169,7 +175,9 @@ def _slow_csv(data: bytes, manifest: Manifest, shard: Shard) -> ShardData:
     return _finish(ids, rows, bad, manifest, shard)
 
 
-def _slow_jsonl(data: bytes, manifest: Manifest, shard: Shard) -> ShardData:
+def _slow_jsonl(
+    data: bytes, manifest: Manifest, shard: Shard, allow_nan: bool = False
+) -> ShardData:
     import orjson
 
     ids: list[Any] = []
@@ -196,7 +204,7 @@ def _slow_jsonl(data: bytes, manifest: Manifest, shard: Shard) -> ShardData:
                     f"expected {len(manifest.feature_columns)} numeric features, got {got} "
                     f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
                 )
-            values = [_json_number(record[c], c) for c in manifest.feature_columns]
+            values = [_json_number(record[c], c, allow_nan) for c in manifest.feature_columns]
             row_id: Any = position - 1
             if manifest.id_column is not None:
                 if manifest.id_column not in record or record[manifest.id_column] is None:
@@ -214,7 +222,9 @@ class _RowError(ValueError):
     pass
 
 
-def _number(text: str, column: str) -> float:
+def _number(text: str, column: str, allow_nan: bool = False) -> float:
+    if allow_nan and not text.strip():
+        return float("nan")
     if not text:
         raise _RowError(f"column {column}: missing value")
     try:
@@ -223,7 +233,9 @@ def _number(text: str, column: str) -> float:
         raise _RowError(f"column {column}: {text!r} is not a number") from None
 
 
-def _json_number(value: Any, column: str) -> float:
+def _json_number(value: Any, column: str, allow_nan: bool = False) -> float:
+    if allow_nan and value is None:
+        return float("nan")
     if value is None:
         raise _RowError(f"column {column}: missing value")
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -240,7 +252,9 @@ def _checked_id(value: Any, manifest: Manifest) -> Any:
         ) from None
 
 
-def _read_parquet(fs: Any, path: str, manifest: Manifest, shard: Shard) -> ShardData:
+def _read_parquet(
+    fs: Any, path: str, manifest: Manifest, shard: Shard, allow_nan: bool = False
+) -> ShardData:
     pa = pa_module()
     pc = require("pyarrow.compute", "parquet")
     pq = require("pyarrow.parquet", "parquet")
@@ -250,7 +264,8 @@ def _read_parquet(fs: Any, path: str, manifest: Manifest, shard: Shard) -> Shard
     with fs.open(path, "rb") as f:
         table = _parquet_rows(pq.ParquetFile(f), shard, columns)
     bad: list[BadRow] = []
-    checked = [*manifest.feature_columns, *([manifest.id_column] if manifest.id_column else [])]
+    features = [] if allow_nan else manifest.feature_columns  # nulls are NaN for this model
+    checked = [*features, *([manifest.id_column] if manifest.id_column else [])]
     if any(table.column(c).null_count for c in checked):
         reason = np.full(table.num_rows, None, dtype=object)
         for name in reversed(checked):  # the first null column of a row wins

@@ -18,11 +18,13 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from zeroserve.egress import EgressPolicy
 from zeroserve.errors import BadRequest, Conflict, NotFound, ZeroserveError
 from zeroserve.jobs import batch
 from zeroserve.jobs.batch_manifest import BadBatchInput, Manifest, update_manifest
@@ -31,7 +33,7 @@ from zeroserve.jobs.tables import BatchRunRow
 from zeroserve.types import Arrays, EndpointSpec, Mode, ScalingSpec, VariantSpec
 
 if TYPE_CHECKING:
-    from zeroserve.control.controller import Controller
+    from zeroserve.jobs.deployments import Deployments
     from zeroserve.registry.registry import Registry
     from zeroserve.settings import Settings
 
@@ -62,7 +64,7 @@ def queue_name(run_id: str) -> str:
 
 class BatchService:
     def __init__(
-        self, controller: Controller, registry: Registry, queue: JobQueue, settings: Settings
+        self, controller: Deployments, registry: Registry, queue: JobQueue, settings: Settings
     ) -> None:
         self.controller = controller
         self.registry = registry
@@ -72,13 +74,34 @@ class BatchService:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="zeroserve-batch")
         self._tasks: set[asyncio.Task[Any]] = set()
+        own: list[Path | str] = [settings.data_dir, *settings.batch_roots]
+        self.reads = EgressPolicy.from_settings(
+            settings, [*own, *settings.async_input_roots], roots_setting="ZEROSERVE_BATCH_ROOTS"
+        )
+        self.writes = EgressPolicy.from_settings(
+            settings, own, roots_setting="ZEROSERVE_BATCH_ROOTS"
+        )
+
+    def check_uris(self, input_uri: str, output_uri: str) -> None:
+        """Refuse a run whose input or output the egress policy does not allow (403)."""
+        self.reads.check_uri(input_uri, "input_uri")
+        self.writes.check_uri(output_uri, "output_uri")
 
     # runs
     async def start(self, req: BatchRequest) -> dict[str, Any]:
+        self.check_uris(req.input_uri, req.output_uri)
         version = await asyncio.to_thread(self.registry.get_version, req.model, req.ref)
-        n_features = version.signature.inputs[0].shape[-1]
-        if len(version.signature.inputs) != 1 or n_features < 0:
-            raise BadRequest("batch transform needs a model with one [N, features] input")
+        signature = version.signature
+        # Columns are matched by name whenever the signature names them, never by position.
+        names: list[str] | None = None
+        n_features: int | None = None
+        if signature.columns is not None:
+            names = [c.name for c in signature.columns]
+        else:
+            n_features = signature.inputs[0].shape[-1]
+            if len(signature.inputs) != 1 or n_features < 0:
+                raise BadRequest("batch transform needs a model with one [N, features] input")
+            names = signature.inputs[0].names
         manifest = await asyncio.to_thread(
             batch.plan,
             req.input_uri,
@@ -87,7 +110,9 @@ class BatchService:
             format=req.format,
             output_format=req.output_format,
             id_column=req.id_column,
+            feature_columns=names,
             n_features=n_features,
+            typed=signature.columns is not None,
         )
         run_id = uuid.uuid4().hex[:12]
         row = BatchRunRow(
@@ -223,6 +248,7 @@ class BatchService:
         row = await asyncio.to_thread(self._row, run_id)
         if row.state == "done":
             raise Conflict(f"batch run {run_id} is already done")
+        self.check_uris(row.input_uri, row.output_uri)
         manifest = await asyncio.to_thread(batch.plan, row.input_uri, row.output_uri)
         await asyncio.to_thread(update_manifest, manifest, _uncancel)
         generation = row.generation + 1
@@ -293,12 +319,19 @@ class BatchService:
     async def _shard(self, row: BatchRunRow, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
         holder = [lease]
+        try:
+            self.check_uris(row.input_uri, row.output_uri)  # the policy may have tightened
+        except ZeroserveError as exc:
+            await asyncio.to_thread(self.queue.fail, holder[0], exc.message, retryable=False)
+            return
         heartbeat = loop.create_task(
             keep_leased(self.queue, holder, self.settings.job_visibility_s)
         )
         manifest = await asyncio.to_thread(batch.load_manifest, row.output_uri)
         shard = manifest.shards[int(lease.job.payload["shard"])]
         skip = bool(json.loads(row.options)["skip_bad_rows"])
+        version = await asyncio.to_thread(self.registry.get_version, row.model, row.version)
+        columns = version.signature.columns
         try:
             await loop.run_in_executor(
                 self._threads,
@@ -308,6 +341,9 @@ class BatchService:
                     self._predictor(row, loop),
                     batch_rows=BATCH_ROWS,
                     skip_bad_rows=skip,
+                    columns=columns,
+                    input_name=version.signature.inputs[0].name,
+                    allow_nan=version.signature.inputs[0].allow_nan,
                 ),
             )
         except BadBatchInput as exc:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from zeroserve.errors import ModelError, ZeroserveError
-from zeroserve.jobs.batch_io import BadRow
+from zeroserve.jobs.batch_io import BadRow, ShardData
 from zeroserve.jobs.batch_manifest import (
     BadBatchInput,
     BatchNotFound,
@@ -27,6 +27,7 @@ from zeroserve.jobs.batch_manifest import (
     update_manifest,
 )
 from zeroserve.jobs.batch_read import read_shard
+from zeroserve.jobs.batch_table import read_table_shard
 from zeroserve.jobs.batch_write import (
     check_rows,
     checksum,
@@ -36,7 +37,7 @@ from zeroserve.jobs.batch_write import (
     output_name,
     output_table,
 )
-from zeroserve.types import Arrays
+from zeroserve.types import Arrays, ColumnSpec
 
 DEFAULT_BATCH_ROWS = 4096
 
@@ -102,13 +103,17 @@ def run_shard(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     skip_bad_rows: bool = False,
     on_rows: RowsCallback | None = None,
+    columns: list[ColumnSpec] | None = None,
+    allow_nan: bool = False,
 ) -> Shard:
     """Read, predict in chunks of ``batch_rows`` and write one shard; idempotent.
 
     A shard already done is returned as is. Bad input rows fail the shard with a
     ``BadBatchInput`` naming the first bad line, unless ``skip_bad_rows``: then
     they go to ``errors-<shard>.jsonl`` and the good rows are predicted.
-    ``on_rows(n)`` reports progress as rows are predicted.
+    ``on_rows(n)`` reports progress as rows are predicted. With ``columns`` (a
+    table model's signature) the columns are read by name and cast to their types;
+    with ``allow_nan`` (a matrix model that takes missing values) nulls are NaN.
     """
     report = on_rows or (lambda n: None)
     stored = stored_manifest(manifest).shards[shard.index]
@@ -118,11 +123,11 @@ def run_shard(
     store = Store(manifest.output_uri)
     name = output_name(shard.index, manifest.output_format)
     if store.exists(name):
-        adopted = _adopt(manifest, shard, store, name, skip_bad_rows)
+        adopted = _adopt(manifest, shard, store, name, skip_bad_rows, columns, allow_nan)
         if adopted is not None:
             report(shard.rows)
             return adopted
-    data = read_shard(manifest, shard)
+    data = _read(manifest, shard, columns, allow_nan)
     if data.bad_rows:
         if not skip_bad_rows:
             error = _bad_rows_error(manifest, shard, data.bad_rows)
@@ -143,24 +148,35 @@ def run_shard(
     return write_shard(manifest, shard, data.ids, outputs, bad_rows=len(data.bad_rows))
 
 
+def _read(
+    manifest: Manifest, shard: Shard, columns: list[ColumnSpec] | None, allow_nan: bool = False
+) -> ShardData:
+    if columns is not None:
+        return read_table_shard(manifest, shard, columns)
+    return read_shard(manifest, shard, allow_nan)
+
+
 def predict_chunks(
     predict: Predict,
-    features: np.ndarray[Any, Any],
+    features: np.ndarray[Any, Any] | Arrays,
     input_name: str,
     batch_rows: int,
     on_rows: RowsCallback | None = None,
 ) -> Arrays:
-    """``predict`` over row slices of ``features``, outputs concatenated in order."""
+    """``predict`` over row slices of ``features`` (a matrix, or columns by name),
+    outputs concatenated in order."""
+    table = features if isinstance(features, dict) else {input_name: features}
+    total = len(next(iter(table.values())))
     parts: dict[str, list[np.ndarray[Any, Any]]] = {}
-    for start in range(0, len(features), max(1, batch_rows)):
-        chunk = features[start : start + batch_rows]
-        for name, value in predict({input_name: chunk}).items():
+    for start in range(0, total, max(1, batch_rows)):
+        chunk = {k: v[start : start + batch_rows] for k, v in table.items()}
+        for name, value in predict(chunk).items():
             parts.setdefault(name, []).append(np.asarray(value))
         if on_rows is not None:
-            on_rows(len(chunk))
+            on_rows(min(batch_rows, total - start))
     if not parts:
         # No rows to predict: ask once with an empty batch for the output names.
-        return dict(predict({input_name: features[:0]}))
+        return dict(predict({k: v[:0] for k, v in table.items()}))
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
@@ -172,7 +188,13 @@ def stored_manifest(manifest: Manifest) -> Manifest:
 
 
 def _adopt(
-    manifest: Manifest, shard: Shard, store: Store, name: str, skip_bad_rows: bool
+    manifest: Manifest,
+    shard: Shard,
+    store: Store,
+    name: str,
+    skip_bad_rows: bool,
+    columns: list[ColumnSpec] | None = None,
+    allow_nan: bool = False,
 ) -> Shard | None:
     """Mark an existing output done if it holds exactly the shard's ids, else drop it."""
     try:
@@ -181,7 +203,7 @@ def _adopt(
         got = table.column(manifest.output_id_column).to_pylist()
     except Exception:  # an unreadable or foreign file is rewritten, never trusted
         got = None
-    expected = read_shard(manifest, shard)
+    expected = _read(manifest, shard, columns, allow_nan)
     usable = skip_bad_rows or not expected.bad_rows
     if got is not None and usable and got == expected.ids.tolist():
         bad = len(expected.bad_rows)

@@ -280,6 +280,31 @@ class PostgresQueue(JobQueue):
     def cancel(self, job_id: str) -> bool:
         return self._move(job_id, "status = 'cancelled'", (), ("queued",))
 
+    def cancel_queue(self, queue: str, reason: str) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE {t} SET status = 'cancelled', error = %s, updated_at = %s"
+                    " WHERE queue = %s AND status = 'queued'"
+                ),
+                (reason, self.clock(), queue),
+            )
+            return int(cur.rowcount)
+
+    def purge(self, finished_before: float, limit: int = 1000) -> list[Job]:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t}"
+                    " WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')"
+                    " AND updated_at < %s ORDER BY seq LIMIT %s)"
+                    " RETURNING *"
+                ),
+                (finished_before, limit),
+            )
+            rows = cur.fetchall()
+        return [_job(r) for r in rows]
+
     def retry(self, job_id: str) -> bool:
         return self._move(
             job_id,

@@ -180,6 +180,17 @@ class JobQueue(abc.ABC):
         """Cancel a queued job; False if it is running or done. Unknown id: JobNotFound."""
 
     @abc.abstractmethod
+    def cancel_queue(self, queue: str, reason: str) -> int:
+        """Cancel every queued job of ``queue``, recording ``reason`` as its error;
+        returns how many. Running jobs finish (their endpoint decides)."""
+
+    @abc.abstractmethod
+    def purge(self, finished_before: float, limit: int = 1000) -> list[Job]:
+        """Delete up to ``limit`` finished jobs last updated before ``finished_before``
+        (succeeded, failed, dead, cancelled); returns them so callers can delete
+        what the jobs point to (inputs, results)."""
+
+    @abc.abstractmethod
     def retry(self, job_id: str) -> bool:
         """Queue a dead (or failed) job again with fresh attempts; False in other states."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroserve.errors import BadRequest
+from zeroserve.integrity import check_sqlite
 from zeroserve.jobs.queue import Job, JobQueue, JobStatus, Json, Lease, check_limits
 
 _SCHEMA = """
@@ -94,6 +95,7 @@ class SqliteQueue(JobQueue):
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite(Path(self.path))  # before a connection replays (or drops) the WAL
         self._conn().executescript(_SCHEMA)
 
     # -- connections -------------------------------------------------------
@@ -258,6 +260,26 @@ class SqliteQueue(JobQueue):
 
     def cancel(self, job_id: str) -> bool:
         return self._move(job_id, "status = 'cancelled'", (), ("queued",))
+
+    def cancel_queue(self, queue: str, reason: str) -> int:
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE jobs SET status = 'cancelled', error = ?, updated_at = ?"
+                " WHERE queue = ? AND status = 'queued'",
+                (reason, self.clock(), queue),
+            )
+            return int(cur.rowcount)
+
+    def purge(self, finished_before: float, limit: int = 1000) -> list[Job]:
+        with self._tx() as c:
+            rows = c.execute(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs"
+                " WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')"
+                " AND updated_at < ? ORDER BY seq LIMIT ?)"
+                " RETURNING *",
+                (finished_before, limit),
+            ).fetchall()
+        return [_job(r) for r in rows]
 
     def retry(self, job_id: str) -> bool:
         return self._move(

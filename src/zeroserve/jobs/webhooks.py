@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from zeroserve.egress import EgressPolicy
+from zeroserve.errors import ZeroserveError
 from zeroserve.jobs.tables import WebhookRow
 
 log = logging.getLogger("zeroserve.webhooks")
@@ -33,6 +35,10 @@ MAX_ATTEMPTS = 6
 BACKOFF_BASE_S = 1.0
 TIMEOUT_S = 5.0
 SIGNATURE_HEADER = "X-Zeroserve-Signature"
+# What a job's status says about a failed attempt. Never the receiver's answer
+# or the connection error: those would make webhooks a port scanner.
+DELIVERY_FAILED = "delivery failed; the server log has the details"
+REFUSED = "the target is not allowed by the server's egress policy"
 
 
 def load_master_secret(data_dir: Path) -> bytes:
@@ -67,9 +73,12 @@ def verify(secret: str, body: bytes, header: str, tolerance_s: float = 300.0) ->
 
 
 class WebhookSender:
-    def __init__(self, sessions: sessionmaker[Session], master: bytes) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], master: bytes, policy: EgressPolicy
+    ) -> None:
         self.sessions = sessions
         self.master = master
+        self.policy = policy
         self._client: httpx.AsyncClient | None = None
         self.delivered = 0
         self.failed_attempts = 0
@@ -100,6 +109,21 @@ class WebhookSender:
                 "delivered_at": row.delivered_at,
             }
 
+    def forget(self, job_ids: list[str]) -> None:
+        """Delete the delivery rows of purged jobs."""
+        with self.sessions.begin() as s:
+            s.execute(delete(WebhookRow).where(WebhookRow.job_id.in_(job_ids)))
+
+    def purge(self, before: float) -> int:
+        """Delete finished deliveries (delivered or failed) last tried before ``before``."""
+        with self.sessions.begin() as s:
+            result = s.execute(
+                delete(WebhookRow).where(
+                    WebhookRow.status != "pending", WebhookRow.next_attempt_at < before
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     def _due(self, now: float, limit: int = 32) -> list[WebhookRow]:
         with self.sessions.begin() as s:
             rows = s.scalars(
@@ -114,7 +138,7 @@ class WebhookSender:
             s.expunge_all()
             return list(rows)
 
-    def _record(self, job_id: str, error: str | None) -> None:
+    def _record(self, job_id: str, error: str | None, final: bool = False) -> None:
         now = time.time()
         with self.sessions.begin() as s:
             row = s.get(WebhookRow, job_id)
@@ -125,7 +149,7 @@ class WebhookSender:
                 row.status, row.delivered_at, row.last_error = "delivered", now, None
             else:
                 row.last_error = error
-                if row.attempts >= MAX_ATTEMPTS:
+                if final or row.attempts >= MAX_ATTEMPTS:
                     row.status = "failed"
                 else:
                     row.next_attempt_at = now + BACKOFF_BASE_S * 2 ** (row.attempts - 1)
@@ -136,7 +160,9 @@ class WebhookSender:
         if not rows:
             return 0
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False)
+            self._client = httpx.AsyncClient(
+                timeout=TIMEOUT_S, follow_redirects=False, trust_env=False
+            )
         await asyncio.gather(*(self._send(row) for row in rows))
         return len(rows)
 
@@ -151,7 +177,23 @@ class WebhookSender:
         }
         error: str | None = None
         try:
-            response = await self._client.post(row.url, content=body, headers=headers)
+            # Resolved and checked now, not at submit: the answer may have changed.
+            target = await asyncio.to_thread(self.policy.http_target, row.url)
+        except ZeroserveError as exc:
+            log.warning(
+                "webhook refused",
+                extra={"job_id": row.job_id, "url": row.url, "error": exc.message},
+            )
+            self.failed_attempts += 1
+            await asyncio.to_thread(self._record, row.job_id, REFUSED, True)
+            return
+        try:
+            response = await self._client.post(
+                target.url,
+                content=body,
+                headers={**headers, **target.headers},
+                extensions=target.extensions,
+            )
             if response.status_code >= 300:
                 error = f"receiver answered {response.status_code}"
         except httpx.HTTPError as exc:
@@ -164,7 +206,9 @@ class WebhookSender:
                 "webhook delivery failed",
                 extra={"job_id": row.job_id, "url": row.url, "error": error},
             )
-        await asyncio.to_thread(self._record, row.job_id, error)
+        await asyncio.to_thread(
+            self._record, row.job_id, None if error is None else DELIVERY_FAILED
+        )
 
     async def close(self) -> None:
         if self._client is not None:

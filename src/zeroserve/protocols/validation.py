@@ -6,6 +6,7 @@ fails do we walk the payload to name the offending row and value.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,22 @@ from zeroserve.errors import InvalidInput
 from zeroserve.types import Arrays, Signature, TensorSpec
 
 NUMERIC_KINDS = "biuf"
+may_hold_bools: ContextVar[bool] = ContextVar("may_hold_bools", default=True)
+"""False when the request body has no ``true``/``false`` token (the decoders set it after a
+byte scan), so the walk that refuses booleans as numbers runs only when one may be there."""
+
+
+def first_bool(value: Any, where: str = "") -> str | None:
+    """The index path (``[2][0]``) of the first boolean in nested lists, or None."""
+    if isinstance(value, bool):
+        return where
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, bool | list):
+                found = first_bool(item, f"{where}[{i}]")
+                if found is not None:
+                    return found
+    return None
 
 
 def expected(spec: TensorSpec) -> str:
@@ -31,6 +48,12 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
         raise InvalidInput(_diagnose(value, spec, where)) from None
     if arr.dtype.kind not in NUMERIC_KINDS:
         if spec.dtype == "object":
+            if arr.dtype.kind not in "USO":
+                raise InvalidInput(f"{where}: input {spec.name!r} takes strings (BYTES)")
+            arr = arr.astype(object)
+            if arr.ndim == 1 and spec.shape[1:] == [1]:
+                arr = arr.reshape(-1, 1)
+            check_shape(arr, spec, where)
             return arr
         nullable = arr.dtype.kind == "O" and spec.allow_nan and spec.dtype.startswith("float")
         if nullable:
@@ -40,9 +63,17 @@ def to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
                 raise InvalidInput(_diagnose(value, spec, where)) from None
         else:
             raise InvalidInput(_diagnose(value, spec, where))
+    if spec.dtype != "bool" and (arr.dtype.kind == "b" or may_hold_bools.get()):
+        bad = first_bool(value)
+        if bad is not None:
+            raise InvalidInput(
+                f"{where}{bad} is a boolean; input {spec.name!r} takes numbers ({spec.dtype})"
+            )
     if arr.dtype != spec.dtype:
         arr = _cast(arr, spec, where)
-    if arr.ndim == len(spec.shape) - 1 and arr.ndim >= 1 and spec.shape[0] < 0:
+    if arr.ndim == 1 and spec.shape[1:] == [1] and spec.shape[0] < 0:
+        arr = arr.reshape(-1, 1)  # a column of scalars for an [N, 1] input (ONNX per-column)
+    elif arr.ndim == len(spec.shape) - 1 and arr.ndim >= 1 and spec.shape[0] < 0:
         arr = arr.reshape(1, *arr.shape)  # one row given without the batch dimension
     check_shape(arr, spec, where)
     if not spec.allow_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
@@ -67,6 +98,13 @@ def _cast(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray
 
 
 def check_shape(arr: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> None:
+    if arr.ndim == 0 or not spec.shape:
+        raise InvalidInput(
+            f"{where} is a single value; expected {expected(spec)}: send a list of rows"
+            if arr.ndim == 0
+            else f"input {spec.name!r} has a scalar shape in the model's signature; "
+            "register the version again with a batch dimension, e.g. [-1]"
+        )
     if arr.ndim != len(spec.shape):
         raise InvalidInput(
             f"{where} has shape {list(arr.shape)}; expected {expected(spec)}"

@@ -10,17 +10,29 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from zeroserve.errors import InvalidArtifact, ZeroserveError
+from zeroserve.digests import write_digests
+from zeroserve.errors import InvalidArtifact, UntrustedArtifact, ZeroserveError
+from zeroserve.registry import mlflow_import
 from zeroserve.registry.compile import compile_sklearn_to_onnx
+from zeroserve.registry.infer import check_signature_outputs, infer_signature
+from zeroserve.registry.mlflow_import import MlflowModel, is_mlflow_dir
+from zeroserve.registry.python_dir import (
+    check_requirements,
+    copy_tree,
+    entry_module,
+    is_archive,
+    unpack,
+)
 from zeroserve.runtimes import create_runtime
 from zeroserve.runtimes.base import REFERENCE_FILE, ArtifactMeta, Runtime
-from zeroserve.types import Signature, TensorSpec
+from zeroserve.types import Signature
 
 REFERENCE_ROWS = 10_000
 
@@ -33,6 +45,7 @@ SUFFIXES: dict[str, tuple[str, str]] = {
     ".onnx": ("onnx", "onnx"),
     ".ubj": ("xgboost", "ubj"),
     ".py": ("python", "python"),
+    ".xgb": ("xgboost", "xgb"),
 }
 FLAVOR_FORMATS: dict[str, dict[str, str]] = {
     "xgboost": {".ubj": "ubj", ".json": "json"},
@@ -79,8 +92,13 @@ def detect(source: Path, flavor: str | None) -> tuple[str, str]:
     )
 
 
-def read_sample(path: Path) -> np.ndarray[Any, Any]:
+def read_sample(path: Path) -> Any:
+    """Rows of inputs: a pandas DataFrame for Parquet and CSV with a header, else an array."""
     suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        frame = _read_frame(path)
+        if frame is not None:
+            return frame.iloc[:REFERENCE_ROWS].reset_index(drop=True)
     if suffix == ".npy":
         data = np.load(path, allow_pickle=False)
     elif suffix == ".csv":
@@ -96,6 +114,18 @@ def read_sample(path: Path) -> np.ndarray[Any, Any]:
     return np.asarray(data[:REFERENCE_ROWS])
 
 
+def _read_frame(path: Path) -> Any:
+    try:
+        import pandas as pd
+    except ImportError:
+        return None
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    if not _has_header(path):
+        return None
+    return pd.read_csv(path)
+
+
 def _has_header(path: Path) -> int:
     first = path.open().readline().split(",")
     try:
@@ -105,140 +135,122 @@ def _has_header(path: Path) -> int:
     return 0
 
 
-def input_spec(runtime: Runtime, sample: np.ndarray[Any, Any] | None) -> list[TensorSpec]:
-    """Input tensors from what the loaded model says about itself."""
-    allow_nan = bool(sample is not None and np.isnan(sample).any())
-    model: Any = getattr(runtime, "model", None)
-    if runtime.flavor == "sklearn" and hasattr(model, "n_features_in_"):
-        names = getattr(model, "feature_names_in_", None)
-        dtype = "float32" if sample is not None and sample.dtype == np.float32 else "float64"
-        return [
-            TensorSpec(
-                name="input",
-                dtype=dtype,
-                shape=[-1, int(model.n_features_in_)],
-                allow_nan=allow_nan,
-                names=[str(n) for n in names] if names is not None else None,
+@dataclass
+class Source:
+    """Where the model's files are and how to read them, after unpacking and MLflow."""
+
+    root: Path  # the directory whose files are copied into the artifact (or the file)
+    flavor: str
+    fmt: str
+    file: str
+    entrypoint: str | None = None
+    mlflow: MlflowModel | None = None
+
+
+def resolve_source(req: PackageRequest, work: Path) -> Source:
+    """A file, a model directory (python or MLflow), or either uploaded as an archive."""
+    source = req.source
+    if source.is_file() and is_archive(source):
+        source = unpack(source, work / "unpacked")
+    if source.is_dir():
+        if is_mlflow_dir(source):
+            model = mlflow_import.read(source)
+            if model.needs_trust and not req.trusted:
+                what = (
+                    "a python_function model runs its own code"
+                    if model.flavor == "python"
+                    else f"MLflow saved this {model.mlflow_flavor} model as a pickle "
+                    f"({model.file}): loading it runs code from the file"
+                )
+                raise UntrustedArtifact(f"{what}; register it with --trust if you trust it")
+            return Source(source, model.flavor, model.fmt, model.file, model.entrypoint, model)
+        if req.flavor not in (None, "python"):
+            raise InvalidArtifact(
+                f"a {req.flavor} model is one file; a directory is a python model (with "
+                "model.py) or an MLflow model (with an MLmodel file)"
             )
-        ]
-    if runtime.flavor == "onnx":
-        return [_onnx_spec(i, allow_nan) for i in cast(Any, runtime).session.get_inputs()]
-    booster: Any = getattr(runtime, "booster", None)
-    if runtime.flavor == "xgboost":
-        names = booster.feature_names
-        return [
-            TensorSpec(
-                name="input",
-                dtype="float32",
-                shape=[-1, booster.num_features()],
-                allow_nan=True,
-                names=names,
-            )
-        ]
-    if runtime.flavor == "lightgbm":
-        return [
-            TensorSpec(
-                name="input",
-                dtype="float64",
-                shape=[-1, booster.num_feature()],
-                allow_nan=True,
-                names=booster.feature_name(),
-            )
-        ]
-    if sample is None:
-        raise InvalidArtifact(
-            "cannot infer the input signature of this model; pass --sample FILE "
-            "(a few rows of inputs) or --signature FILE.json"
-        )
-    return [
-        TensorSpec(
-            name="input",
-            dtype=str(sample.dtype),
-            shape=[-1, *sample.shape[1:]],
-            allow_nan=allow_nan,
-        )
-    ]
-
-
-ONNX_TYPES = {
-    "tensor(float)": "float32",
-    "tensor(double)": "float64",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(bool)": "bool",
-    "tensor(string)": "object",
-}
-
-
-def _onnx_spec(node: Any, allow_nan: bool) -> TensorSpec:
-    dtype = ONNX_TYPES.get(node.type)
-    if dtype is None:
-        raise InvalidArtifact(f"ONNX input {node.name} has unsupported type {node.type}")
-    shape = [d if isinstance(d, int) else -1 for d in node.shape]
-    return TensorSpec(name=node.name, dtype=dtype, shape=shape, allow_nan=allow_nan)
-
-
-def probe_inputs(inputs: list[TensorSpec], sample: np.ndarray[Any, Any] | None) -> dict[str, Any]:
-    if sample is not None and len(inputs) == 1:
-        return {inputs[0].name: sample[:8].astype(inputs[0].dtype)}
-    return {s.name: np.zeros([2 if d < 0 else d for d in s.shape], dtype=s.dtype) for s in inputs}
-
-
-def output_spec(runtime: Runtime, probe: dict[str, Any]) -> list[TensorSpec]:
-    outputs = runtime.predict(probe)
-    return [
-        TensorSpec(
-            name=name,
-            dtype=str(arr.dtype) if arr.dtype.kind not in "OUS" else "object",
-            shape=[-1, *arr.shape[1:]],
-        )
-        for name, arr in outputs.items()
-    ]
+        module, cls = entry_module(source, req.entrypoint)
+        check_requirements(source)
+        return Source(source, "python", "python", module, cls)
+    if not source.is_file():
+        raise InvalidArtifact(f"{req.source} is not a file or a model directory")
+    flavor, fmt = detect(source, req.flavor)
+    return Source(source, flavor, fmt, "model" + source.suffix.lower(), req.entrypoint)
 
 
 def package(req: PackageRequest) -> PackageResult:
     """Copy the model into ``req.dest``, write its metadata and reference sample."""
-    if not req.source.is_file():
-        raise InvalidArtifact(f"{req.source} is not a file")
-    flavor, fmt = detect(req.source, req.flavor)
+    src = resolve_source(req, req.dest.parent / "work")
     req.dest.mkdir(parents=True, exist_ok=True)
-    filename = "model" + req.source.suffix.lower()
-    shutil.copy2(req.source, req.dest / filename)
+    if src.root.is_dir():
+        copy_tree(src.root, req.dest)
+        if src.mlflow is not None and src.flavor == "python":
+            copy_tree(src.root, req.dest / "mlflow_model")
+            (req.dest / src.file).write_text(mlflow_import.PYFUNC_CODE)
+    else:
+        shutil.copy2(src.root, req.dest / src.file)
     meta = ArtifactMeta(
-        flavor=flavor,
-        file=filename,
-        format=fmt,
+        flavor=src.flavor,
+        file=src.file,
+        format=src.fmt,
         trusted=req.trusted,
-        entrypoint=req.entrypoint if flavor == "python" else None,
+        entrypoint=src.entrypoint if src.flavor == "python" else None,
     )
     runtime = create_runtime(meta)
     runtime.load(req.dest)
     sample = read_sample(req.sample) if req.sample else None
-    signature = req.signature
-    if signature is None:
-        inputs = input_spec(runtime, sample)
-        signature = Signature(
-            inputs=inputs, outputs=output_spec(runtime, probe_inputs(inputs, sample))
-        )
-    result = PackageResult(flavor=flavor, signature=signature)
+    if sample is None and src.mlflow is not None:
+        sample = src.mlflow.sample
+    if req.signature is not None:
+        check_signature_outputs(runtime, req.signature, sample)
+    signature = req.signature or infer_signature(runtime, sample, src.mlflow)
+    result = PackageResult(flavor=src.flavor, signature=signature)
+    matrix = _matrix(sample, signature)
     if req.compile == "onnx":
-        result, onnx_bytes = _compile(req, runtime, signature, sample)
+        if signature.columns is not None:
+            raise InvalidArtifact(
+                "--compile onnx converts float-matrix models; this model takes a table of "
+                "named columns, so serve it as it is (drop --compile)"
+            )
+        result, onnx_bytes = _compile(req, runtime, signature, matrix)
+        source = src.root
         shutil.rmtree(req.dest)
         req.dest.mkdir(parents=True)
         (req.dest / "source").mkdir()
-        shutil.copy2(req.source, req.dest / "source" / filename)
+        shutil.copy2(source, req.dest / "source" / src.file)
         (req.dest / "model.onnx").write_bytes(onnx_bytes)
         meta = ArtifactMeta(
-            flavor="onnx", file="model.onnx", format="onnx", options={"compiled_from": flavor}
+            flavor="onnx", file="model.onnx", format="onnx", options={"compiled_from": src.flavor}
         )
     elif req.compile:
         raise InvalidArtifact(f"--compile {req.compile}: only 'onnx' is supported")
     meta.signature = result.signature
     meta.write(req.dest)
-    if sample is not None:
-        np.save(req.dest / REFERENCE_FILE, sample)
+    if matrix is not None:
+        np.save(req.dest / REFERENCE_FILE, matrix)
     runtime.unload()
+    write_digests(req.dest)  # last: it covers every file written above
     return result
+
+
+def _matrix(sample: Any, signature: Signature) -> np.ndarray[Any, Any] | None:
+    """The sample as the float matrix a tensor model takes, columns in the model's order."""
+    if sample is None or signature.columns is not None:
+        return None
+    if isinstance(sample, np.ndarray):
+        return sample
+    spec = signature.inputs[0]
+    names = spec.names or [str(c) for c in sample.columns]
+    missing = [n for n in names if n not in sample.columns]
+    if missing:
+        raise InvalidArtifact(
+            f"the sample has no column {missing[0]!r}, which the model takes; "
+            f"the model's columns are: {', '.join(names[:20])}"
+        )
+    try:
+        return np.asarray(sample[names].to_numpy(dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArtifact(f"the sample's columns are not all numbers: {exc}") from None
 
 
 def _compile(
@@ -267,8 +279,22 @@ def main() -> None:
     except ZeroserveError as exc:
         print(
             json.dumps(
-                {"ok": False, "status": exc.status_code, "code": exc.code, "error": exc.message}
+                {
+                    "ok": False,
+                    "status": exc.status_code,
+                    "code": exc.code,
+                    "error": exc.message,
+                    "details": exc.details,
+                },
+                default=str,
             )
+        )
+    except MemoryError:
+        message = "inspecting the artifact needed more memory than its limit " + (
+            "(ZEROSERVE_SANDBOX_MEMORY_MB)"
+        )
+        print(
+            json.dumps({"ok": False, "status": 400, "code": "invalid_artifact", "error": message})
         )
     except Exception as exc:  # the artifact itself failed; say so, not where
         print(

@@ -165,7 +165,12 @@ class Registry:
         now = time.time()
         with self.session() as s:
             for variant in [*spec.variants, *([spec.shadow] if spec.shadow else [])]:
-                self._resolve(s, variant.model, variant.version)
+                found = self._resolve(s, variant.model, variant.version)
+                if variant.outputs:
+                    try:
+                        Signature.model_validate(found.signature).select_outputs(variant.outputs)
+                    except ValueError as exc:
+                        raise BadRequest(f"variant {variant.name!r}: {exc}") from None
             row = s.get(EndpointRow, spec.name)
             data = spec.model_dump(mode="json")
             if row is None:

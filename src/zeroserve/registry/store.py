@@ -8,11 +8,13 @@ a local directory, so ``materialize`` copies a remote artifact into a cache.
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 from typing import IO, Any
 
 import fsspec
 
+from zeroserve.digests import verify_artifact
 from zeroserve.errors import NotFound
 
 
@@ -48,9 +50,20 @@ class ArtifactStore:
         return self.url(key)
 
     def put_bytes(self, key: str, data: bytes) -> str:
+        """Write ``data`` under ``key``; locally via a temporary file and a rename, so a
+        full disk leaves the old file or none, never half of one."""
         target = self._path(key)
         if self.is_local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            dest = Path(target)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                with tmp.open("wb") as fh:
+                    fh.write(data)
+                tmp.replace(dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return self.url(key)
         with self.fs.open(target, "wb") as fh:
             fh.write(data)
         return self.url(key)
@@ -77,11 +90,15 @@ class ArtifactStore:
             self.fs.rm(self._path(key), recursive=True)
 
     def materialize(self, key: str) -> Path:
-        """A local directory holding ``key``: the store itself when local, else a cached copy."""
+        """A local directory holding ``key``: the store itself when local, else a cached copy.
+
+        Its files are checked against the digests recorded at registration
+        (``ArtifactChanged`` if one differs)."""
         if self.is_local:
             path = Path(self._path(key))
             if not path.exists():
                 raise NotFound(f"artifact {self.url(key)} does not exist in the store")
+            verify_artifact(path, key)
             return path
         if self.cache_dir is None:
             raise NotFound("a remote artifact store needs a local cache directory")
@@ -89,4 +106,5 @@ class ArtifactStore:
         if not local.exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             self.get(key, local)
+        verify_artifact(local, key)  # the cached copy too: it lives on local disk
         return local

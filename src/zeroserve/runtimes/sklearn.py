@@ -11,26 +11,17 @@ import numpy as np
 from zeroserve.errors import UntrustedArtifact, require
 from zeroserve.runtimes import sklearn_trees
 from zeroserve.runtimes.base import REFERENCE_FILE, ArtifactMeta, Runtime
+from zeroserve.runtimes.frame import to_dataframe
+from zeroserve.runtimes.sklearn_trust import load_skops
 from zeroserve.types import Arrays
 
 PICKLE_FORMATS = ("joblib", "pickle")
-# skops reconstructs these libraries' own classes (tree structures, dtypes)
-# from data without calling code from the file, so they need no --trust.
-LIBRARY_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
 def load_sklearn(path: Path, fmt: str, trusted: bool) -> Any:
     """Load an estimator; pickle-based formats only when the operator trusted them."""
     if fmt == "skops":
-        sio = require("skops.io", "sklearn")
-        untrusted = sio.get_untrusted_types(file=str(path))
-        foreign = [t for t in untrusted if not t.startswith(LIBRARY_PREFIXES)]
-        if foreign and not trusted:
-            raise UntrustedArtifact(
-                f"{path.name} contains types skops does not trust by default: "
-                f"{', '.join(foreign)}; review them and register with --trust to allow them"
-            )
-        return sio.load(str(path), trusted=untrusted or None)
+        return load_skops(path, trusted)
     if fmt in PICKLE_FORMATS:
         if not trusted:
             raise UntrustedArtifact(
@@ -51,6 +42,8 @@ class SklearnRuntime(Runtime):
         self.model: Any = None
         self.is_classifier = False
         self.fast: Any = None
+        signature = meta.signature
+        self.columns = signature.columns if signature is not None else None
 
     def load(self, artifact_dir: Path) -> None:
         self.model = load_sklearn(
@@ -63,7 +56,8 @@ class SklearnRuntime(Runtime):
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         if hasattr(self.model, "n_jobs"):
             self.model.n_jobs = 1
-        self.fast = sklearn_trees.build(self.model, self._probe(artifact_dir))
+        if self.columns is None:
+            self.fast = sklearn_trees.build(self.model, self._probe(artifact_dir))
 
     def _probe(self, artifact_dir: Path) -> Any:
         """Rows to prove the fast path on: the reference sample and random draws."""
@@ -77,21 +71,27 @@ class SklearnRuntime(Runtime):
         return np.concatenate(rows).astype(np.float32)
 
     def predict(self, inputs: Arrays) -> Arrays:
+        if self.columns is not None:
+            return self._answer(to_dataframe(inputs, self.columns))
         x = self.single_input(inputs)
         if self.fast is not None and x.dtype.kind == "f" and not np.isnan(x).any():
             # Trees compare in float32, as scikit-learn's own predict does.
             out = self.fast(np.ascontiguousarray(x, dtype=np.float32))
             if not self.is_classifier:
                 return {"prediction": out}
+            # A forest's predict() is exactly this argmax over its predict_proba().
             return {
                 "label": self.model.classes_.take(np.argmax(out, axis=1), axis=0),
                 "probabilities": out,
             }
+        return self._answer(x)
+
+    def _answer(self, x: Any) -> Arrays:
+        """What the user's own code gets: predict(), and predict_proba() for classifiers."""
+        label = np.asarray(self.model.predict(x))
         if self.is_classifier:
-            proba = self.model.predict_proba(x)
-            label = self.model.classes_.take(np.argmax(proba, axis=1), axis=0)
-            return {"label": label, "probabilities": proba}
-        return {"prediction": np.asarray(self.model.predict(x))}
+            return {"label": label, "probabilities": np.asarray(self.model.predict_proba(x))}
+        return {"prediction": label}
 
     def unload(self) -> None:
         self.model = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,10 +24,36 @@ class XGBoostRuntime(Runtime):
         xgb = require("xgboost", "xgboost")
         self.booster = xgb.Booster(model_file=str(artifact_dir / self.meta.file))
         self.booster.set_param({"nthread": 1})
+        self.objective = booster_objective(self.booster)
 
     def predict(self, inputs: Arrays) -> Arrays:
         x = self.single_input(inputs)
-        return {"prediction": np.asarray(self.booster.inplace_predict(x))}
+        out = np.asarray(self.booster.inplace_predict(x))
+        if self.objective == "binary:logistic":
+            # XGBClassifier: probabilities of both classes, label where P(1) > 0.5.
+            proba = np.column_stack([1.0 - out, out])
+            return {"label": (out > 0.5).astype(np.int64), "probabilities": proba}
+        if self.objective == "multi:softprob":
+            return {"label": np.argmax(out, axis=1).astype(np.int64), "probabilities": out}
+        if self.objective == "multi:softmax":
+            return {"label": out.astype(np.int64)}
+        return {"prediction": out}
 
     def unload(self) -> None:
         self.booster = None
+
+
+def booster_objective(booster: Any) -> str:
+    """The training objective, e.g. ``binary:logistic``; classifiers answer labels."""
+    config = json.loads(booster.save_config())
+    return str(config["learner"]["objective"]["name"])
+
+
+def booster_classes(booster: Any) -> list[int] | None:
+    config = json.loads(booster.save_config())
+    objective = config["learner"]["objective"]["name"]
+    if objective == "binary:logistic":
+        return [0, 1]
+    if objective.startswith("multi:"):
+        return list(range(int(config["learner"]["learner_model_param"]["num_class"])))
+    return None

@@ -29,6 +29,7 @@ from zeroserve.serving.messages import FrameError, FrameParser, send_frame
 from zeroserve.types import Arrays
 
 MAX_ERROR_CHARS = 2000
+OOM_EXIT_CODE = 137
 RECV_BYTES = 1 << 20
 DRAIN_AFTER_OWNER_S = 30.0
 _PEERCRED = struct.Struct("3i")
@@ -48,10 +49,12 @@ def serve_replica(owner: socket.socket, runtime: Runtime) -> None:
     listener.listen(64)
     ready = {"op": "ready", "pid": os.getpid(), "address": address}
     send_frame(owner, ready)
-    Replica(owner, listener, ready, runtime).run()
+    ReplicaLoop(owner, listener, ready, runtime).run()
 
 
-class Replica:
+class ReplicaLoop:
+    """The worker side of a replica: read batches from every channel, predict, reply."""
+
     def __init__(
         self,
         owner: socket.socket,
@@ -141,6 +144,9 @@ class Replica:
             send_frame(sock, meta, arrays)
         except OSError:
             self._close(sock)
+        except Exception as exc:
+            message = f"the model returned outputs that cannot be sent back: {exc}"
+            self._send(sock, {"op": "error", "id": meta.get("id"), "message": message}, None)
 
     def _handle(self, work: list[Work]) -> None:
         if len(work) > 1 and _mergeable(work):
@@ -153,7 +159,7 @@ class Replica:
                 outputs = None  # one bad batch must not fail the others: predict them alone
             elapsed = time.perf_counter() - started
             total = sum(rows)
-            if outputs is not None and all(len(v) == total for v in outputs.values()):
+            if outputs is not None and _rows_are(outputs, total):
                 offset = 0
                 for (sock, meta, _), n in zip(work, rows, strict=True):
                     sliced = {k: v[offset : offset + n] for k, v in outputs.items()}
@@ -168,12 +174,23 @@ class Replica:
         started = time.perf_counter()
         try:
             outputs = self.runtime.predict(arrays)
+        except MemoryError:
+            # Over the kernel's limit (RLIMIT_AS): this process cannot be trusted to go on.
+            # No error frame: the exit code tells the gateway, which says so to the client.
+            os._exit(OOM_EXIT_CODE)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
             self._send(sock, {"op": "error", "id": meta["id"], "message": message}, None)
             return
         elapsed = time.perf_counter() - started
         self._send(sock, {"op": "result", "id": meta["id"], "compute_s": elapsed}, outputs)
+
+
+def _rows_are(outputs: Any, rows: int) -> bool:
+    """Whether every output is an array with one row per input row (so it can be split)."""
+    return isinstance(outputs, dict) and all(
+        isinstance(v, np.ndarray) and v.ndim > 0 and len(v) == rows for v in outputs.values()
+    )
 
 
 def _mergeable(work: list[Work]) -> bool:

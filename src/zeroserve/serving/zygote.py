@@ -48,6 +48,25 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def limit_memory(limit_mb: int | None) -> None:
+    """In a fresh replica: let the OOM killer take it before the gateway, and cap its growth.
+
+    The cap is the kernel's (``RLIMIT_AS``): the address space at fork plus the
+    limit. An allocation past it fails at once, where a poll would notice late.
+    """
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
+        fh.write("1000")
+    if not limit_mb:
+        return
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/statm") as fh:
+            size_bytes = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        cap = size_bytes + limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
 def _send(ctrl: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
     data = orjson.dumps(message)
     if fds:
@@ -64,10 +83,13 @@ class Zygote:
         self.children: set[int] = set()
 
     def load(self) -> float:
+        from zeroserve.digests import verify_artifact
         from zeroserve.runtimes import create_runtime
         from zeroserve.runtimes.base import ArtifactMeta
 
         started = time.perf_counter()
+        # Checked here too: a zygote rebuilt after eviction must not load a changed file.
+        verify_artifact(self.artifact_dir)
         meta = ArtifactMeta.read(self.artifact_dir)
         self.runtime = create_runtime(meta)
         self.runtime.load(self.artifact_dir)
@@ -107,11 +129,11 @@ class Zygote:
             self.children.discard(pid)
             self.exits[pid] = status
 
-    def fork(self, replica_id: str) -> None:
+    def fork(self, replica_id: str, memory_limit_mb: int | None = None) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
-            self._become_replica(child_end, parent_end)
+            self._become_replica(child_end, parent_end, memory_limit_mb)
         child_end.close()
         self.children.add(pid)
         threads = threading.active_count()
@@ -122,9 +144,12 @@ class Zygote:
         )
         parent_end.close()
 
-    def _become_replica(self, sock: socket.socket, other: socket.socket) -> None:
+    def _become_replica(
+        self, sock: socket.socket, other: socket.socket, memory_limit_mb: int | None
+    ) -> None:
         code = 0
         try:
+            limit_memory(memory_limit_mb)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             self.ctrl.close()
@@ -167,7 +192,8 @@ class Zygote:
             message = orjson.loads(data)
             op = message.get("op")
             if op == "fork":
-                self.fork(str(message.get("replica", "")))
+                limit = message.get("memory_limit_mb")
+                self.fork(str(message.get("replica", "")), int(limit) if limit else None)
             elif op == "wait":
                 self.wait(int(message["pid"]), float(message.get("timeout_s", 2.0)))
             elif op == "stop":

@@ -75,17 +75,21 @@ def test_crossover_by_hand(catalog: Catalog, cpu_advice: Advice) -> None:
     assert x.text.startswith("above 41,975,000 requests a month (1,166 busy hours)")
 
 
-def test_crossover_just_before_a_sizing_step(catalog: Catalog, cpu_advice: Advice) -> None:
-    # Modal cpu: 100,000 s x (0.5 x $0.0000131 + 2 x $0.00000222) = $1.099 per 1M requests.
-    # Spot t3.medium: 730 x $0.0125 + 730 x $0.005 = $12.775 for one instance, which serves up
-    # to 2 replicas: peak = N x 0.1 / 2,628,000 x 3 <= 2 holds up to N = 17,520,000.
-    # Equal at N = 12.775 / 1.099e-6 = 11,624,203.8, before the second instance is needed.
+def test_modal_crossover_is_where_its_lifetime_costs_one_spot_instance(
+    catalog: Catalog, cpu_advice: Advice
+) -> None:
+    # Spot t3.medium: 730 x $0.0125 + 730 x $0.005 = $12.775 a month. Modal cpu (2 GiB) costs
+    # 0.5 x $0.0000131 + 2 x $0.00000222 = $0.00001099 per second alive, so they cost the same
+    # when Modal's container is alive 12.775 / 0.00001099 = 1,162,420.38 s: well below the
+    # month, so the crossover sits at a volume where the container still scales down.
     (x,) = [
         x
         for x in cpu_advice.crossovers
         if x.scale_to_zero == "modal:cpu" and x.always_on == "aws.ec2.spot:t3.medium"
     ]
-    assert x.requests_per_month == pytest.approx(12.775 / 1.099e-6, rel=1e-6)
+    e = estimate(catalog, CPU.scaled(x.requests_per_month), "modal", "cpu", today=TODAY)
+    assert e.alive_s == pytest.approx(12.775 / 0.00001099, rel=1e-6)
+    assert e.alive_s is not None and e.alive_s < 2_628_000
 
 
 def test_recommendation_changes(cpu_advice: Advice) -> None:
@@ -98,13 +102,13 @@ def test_recommendation_changes(cpu_advice: Advice) -> None:
 
 def test_stale_price_warning_names_oldest_date(catalog: Catalog) -> None:
     quick = CPU.model_copy(update={"requests_per_month": 1000})
-    warned = advise(catalog, quick, today=TODAY, with_curves=False)
-    assert warned.oldest_as_of == "2025-10-28"
-    assert any("oldest as-of date is 2025-10-28" in w for w in warned.warnings)
-    lam = warned.target("aws.lambda.x86")
-    assert any("2025-10-28" in w for w in lam.warnings)
-    # 2026-03-01 is 124 days after 2025-10-28: under 180, no warning.
-    fresh = advise(catalog, quick, today=date(2026, 3, 1), with_curves=False)
+    # The oldest price is m7g.large's, read 2026-06-17: 186 days before 2026-12-20.
+    warned = advise(catalog, quick, today=date(2026, 12, 20), with_curves=False)
+    assert warned.oldest_as_of == "2026-06-17"
+    assert any("oldest as-of date is 2026-06-17" in w for w in warned.warnings)
+    assert any("2026-06-17" in w for w in warned.target("aws.ec2.ondemand:m7g.large").warnings)
+    # Today's catalog (2026-12-01) warns about nothing.
+    fresh = advise(catalog, quick, today=date(2026, 12, 1), with_curves=False)
     assert not any("older than" in w for w in fresh.warnings)
 
 

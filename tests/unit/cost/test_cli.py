@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -25,14 +26,14 @@ def test_estimate_json_from_flags() -> None:
             "--format",
             "json",
             "--today",
-            "2026-11-22",
+            "2026-12-01",
         ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     serverless = next(t for t in data["targets"] if t["id"] == "aws.sagemaker.serverless")
     assert serverless["monthly_usd"] == 40.00
-    assert any("2025-10-28" in w for w in data["warnings"])
+    assert not any("older than" in w for w in data["warnings"])
 
 
 def test_estimate_from_profile_file_with_override(tmp_path: Path) -> None:
@@ -99,3 +100,37 @@ def test_table_and_html(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "<svg" in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--instance-type", "aws.sagemaker.realtime=ml.x99.huge"], "instance_types"),
+        (["--price", "aws.fargate=-150%"], "discount_pct"),
+        (["--commitment", "aws.fargate=5yr"], "commitments.aws.fargate"),
+        (["--output-tokens", "100", "--tokens-per-s", "0"], "self_host_tokens_per_s"),
+        (["--cached-share", "1.5"], "cached_input_share"),
+        (["--batch-share", "-0.1"], "batch_share"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_field(flags: list[str], field: str) -> None:
+    result = runner.invoke(
+        app,
+        ["estimate", "--requests", "1000", "--duration-s", "0.1", *flags],
+        env={"COLUMNS": "80"},
+    )
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], result.output
+
+
+def test_compact_table_by_default_and_all_on_request() -> None:
+    args = ["estimate", "--requests", "10000000", "--duration-s", "0.1", "--memory-mb", "2048"]
+    env = {"COLUMNS": "200"}
+    compact = runner.invoke(app, [*args, "--today", "2026-12-01"], env=env)
+    assert compact.exit_code == 0, compact.output
+    assert "--all lists them" in compact.output and "aws.bedrock.provisioned" not in compact.output
+    full = runner.invoke(app, [*args, "--today", "2026-12-01", "--all"], env=env)
+    assert "aws.bedrock.provisioned" in full.output and "--all lists them" not in full.output
+    # No stale-price warning on today's catalog.
+    assert "older than" not in compact.output

@@ -224,9 +224,13 @@ def test_cloud_run_request_billing_and_free_tier(catalog: Catalog) -> None:
 
 
 def test_cloud_run_gpu_instance_billing(catalog: Catalog) -> None:
-    # 10,000 req x 1 s = 10,000 s, plus 10 wake-ups x (5 s start + 900 s idle) = 9,050 s: 19,050 s
-    # GPU 19,050 x $0.0001867 = 3.56; vCPU (min 4) 19,050 x 4 x $0.000018 = 1.37;
-    # memory (min 16 GiB) 19,050 x 16 x $0.000002 = 0.61
+    # 10,000 req x 1 s, keep-warm 900 s, S = 2,628,000 s; r = 10,000 / S; in flight: Poisson
+    # with mean r x 1 s = 0.003805. First container: rT = 3.424658, busy S x (1 - e^-0.003805)
+    # = 9,981.00, idle S x (1 - e^-3.424658) = 2,542,431.19, 10 wake-ups (0.1% given) x 5 s
+    # = 50: 2,552,462.19 s.
+    # Second (woken at r x P(>= 1 in flight) = r x 0.003798): busy 18.98, idle 33,960.17,
+    # starts 187.44: 34,166.59 s; third 65.38 s. Alive 2,586,694.24 s: GPU x $0.0001867 = 482.94;
+    # vCPU (min 4) x 4 x $0.000018 = 186.24; memory (min 16 GiB) x 16 x $0.000002 = 82.77
     e = run(
         catalog,
         "gcp.cloudrun.gpu",
@@ -236,30 +240,38 @@ def test_cloud_run_gpu_instance_billing(catalog: Catalog) -> None:
         gpu="L4",
         cold_start_fraction=0.001,
     )
-    assert items(e) == {"GPU": 3.56, "vCPU": 1.37, "memory": 0.61}
+    assert items(e) == {"GPU": 482.94, "vCPU": 186.24, "memory": 82.77}
+    assert e.line_items[0].formula.startswith(
+        "(alive 2,586,694.2366 s: busy 10,000 s, idle within keep-warm 2,576,456.4318 s, "
+        "starts 237.8048 s)"
+    )
 
 
 def test_modal_gpu_and_credit(catalog: Catalog) -> None:
-    # 100,000 req x 1 s = 100,000 s: CPU 0.5 core x $0.0000131 = 0.66 (0.655 rounds up);
-    # memory 1 GiB x $0.00000222 = 0.22; A10G x $0.000306 = 30.60; total 31.48
+    # 100,000 req x 1 s; mean in flight 0.038052. First container: rT = 2.283105, busy
+    # S x (1 - e^-0.038052) = 98,121.32, idle S x (1 - e^-2.283105) = 2,360,030.45, no starts
+    # (0% cold given): 2,458,151.77 s. Second: woken at r x 0.037337, x = 0.085244: busy 1,855.00,
+    # idle 214,738.66, starts 3,428.60: 220,022.27 s; third 4,325.69 s; fourth 55.2 s.
+    # Alive 2,682,554.90 s: CPU 0.5 core x $0.0000131 = 17.57; memory 1 GiB x $0.00000222 = 5.96;
+    # A10G x $0.000306 = 820.86; total 844.39
     common = {
         "requests_per_month": 100_000,
         "duration_s": 1.0,
         "gpu": "A10G",
         "cold_start_fraction": 0.0,
     }
-    assert items(run(catalog, "modal", "A10G", **common)) == {
-        "CPU": 0.66,
-        "memory": 0.22,
-        "GPU": 30.60,
-    }
-    # Starter credit: $31.48 - $30.00 = $1.48
+    e = run(catalog, "modal", "A10G", **common)
+    assert items(e) == {"CPU": 17.57, "memory": 5.96, "GPU": 820.86}
+    assert e.busy_s == 100_000 and e.alive_s == pytest.approx(2_682_554.904, abs=0.01)
+    # Starter credit: $844.39 - $30.00 = $814.39
     e = run(catalog, "modal", "A10G", free_tier=True, **common)
-    assert e.monthly_usd == 1.48 and items(e)["free credit"] == -30.00
+    assert e.monthly_usd == 814.39 and items(e)["free credit"] == -30.00
 
 
 def test_runpod_bills_start_and_idle(catalog: Catalog) -> None:
-    # 10,000 x 2 s = 20,000 s busy + 1,000 wake-ups x (2 s start + 5 s idle) = 27,000 s x $0.00019
+    # 10,000 x 2 s; keep-warm 5 s. First worker: busy S x (1 - e^-0.007610) = 19,924.09,
+    # idle S x (1 - e^-0.019026) = 49,527.36, 1,000 wake-ups (10% given) x 2 s = 2,000: 71,451.44 s;
+    # second 606.37 s, third 2.21 s: alive 72,060.03 s x $0.00019 = $13.69
     e = run(
         catalog,
         "runpod.serverless",
@@ -269,7 +281,7 @@ def test_runpod_bills_start_and_idle(catalog: Catalog) -> None:
         gpu="L4",
         cold_start_fraction=0.1,
     )
-    assert e.monthly_usd == 5.13
+    assert e.monthly_usd == 13.69
 
 
 def test_per_token_api(catalog: Catalog) -> None:
@@ -287,8 +299,23 @@ def test_per_token_api(catalog: Catalog) -> None:
 
 
 def test_sagemaker_async_scales_to_zero(catalog: Catalog) -> None:
-    # 100,000 x 2 s / 4 replicas = 50,000 s busy + 100 wake-ups x (240 + 600) s = 84,000 s;
-    # 134,000 s / 3600 = 37.2222 h x $0.23 = $8.56
+    # Rare: 1,000 x 2 s on 4 replicas per instance (500 busy instance-s); cool-down 600 s. The
+    # instance is up whenever a request is in flight: S x (1 - e^-0.000761) = 1,999.24 s; idle
+    # S x (1 - e^-0.228311) = 536,434.98 s; 1 wake-up (0.1% given) x 240 s; a second instance
+    # (needed with 4 in flight, P = 1.4e-14) adds nothing: 538,674.22 s = 149.6317 h x $0.23
+    # = $34.42
+    e = run(
+        catalog,
+        "aws.sagemaker.async",
+        "ml.m5.xlarge",
+        requests_per_month=1_000,
+        duration_s=2.0,
+        allow_async=True,
+        cold_start_fraction=0.001,
+    )
+    assert e.monthly_usd == 34.42 and e.feasible
+    # One request every 26 s never lets a 600 s cool-down expire: the first instance lives all
+    # month (730 h = $167.90) and a second wakes now and then: 110.53 s more = $167.91.
     e = run(
         catalog,
         "aws.sagemaker.async",
@@ -298,7 +325,7 @@ def test_sagemaker_async_scales_to_zero(catalog: Catalog) -> None:
         allow_async=True,
         cold_start_fraction=0.001,
     )
-    assert e.monthly_usd == 8.56 and e.feasible
+    assert e.monthly_usd == 167.91 and e.alive_s == pytest.approx(2_628_110.529, abs=0.01)
 
 
 # -- ruled out, refused -------------------------------------------------------------------

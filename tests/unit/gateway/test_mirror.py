@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from zeroserve.backends.local import LocalBackend
 from zeroserve.errors import NoReplicaAvailable
 from zeroserve.gateway.mirror import Mirror, UsageBuffer, usage_records
 from zeroserve.metrics import Metrics
@@ -55,7 +56,7 @@ def test_routes_follow_the_state_and_cold_requests_ask_for_a_replica() -> None:
     sent: list[dict[str, Any]] = []
 
     async def scenario() -> None:
-        mirror = Mirror(Metrics(), sent.append)
+        mirror = Mirror(Metrics(), sent.append, LocalBackend())
         mirror.apply(state(FRAUD))
         route = mirror.routes["fraud"]
         assert [v.spec.name for v in route.variants] == ["a", "b"]

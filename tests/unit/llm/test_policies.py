@@ -100,7 +100,8 @@ def test_catalog_prices_and_config_errors() -> None:
     dep = Deployment(
         name="c", provider="openai", model="gpt-4o-mini", catalog="llm.openai.gpt-4o-mini"
     )
-    assert rates_for(dep) == Rates(150_000, 600_000, 150_000, 150_000)
+    # the catalog prices cache reads at half the input price; no cache-write price: input
+    assert rates_for(dep) == Rates(150_000, 600_000, 75_000, 150_000)
     try:
         parse_config(
             {

@@ -34,7 +34,9 @@ def test_xgboost(models_dir: Path, tmp_path: Path) -> None:
 
     booster = xgb.Booster(model_file=str(models_dir / "xgb.ubj"))
     got = load(models_dir, tmp_path, "xgb.ubj").predict({"input": X})
-    np.testing.assert_allclose(got["prediction"], booster.predict(xgb.DMatrix(X)), rtol=1e-6)
+    p = booster.predict(xgb.DMatrix(X))  # binary:logistic, as XGBClassifier answers it
+    np.testing.assert_allclose(got["probabilities"], np.column_stack([1 - p, p]), rtol=1e-6)
+    np.testing.assert_array_equal(got["label"], (p > 0.5).astype(np.int64))
 
 
 def test_lightgbm(models_dir: Path, tmp_path: Path) -> None:
@@ -42,7 +44,9 @@ def test_lightgbm(models_dir: Path, tmp_path: Path) -> None:
 
     booster = lgb.Booster(model_file=str(models_dir / "lgb.txt"))
     got = load(models_dir, tmp_path, "lgb.txt", flavor="lightgbm").predict({"input": X})
-    np.testing.assert_allclose(got["prediction"], booster.predict(X), rtol=1e-9)
+    p = booster.predict(X)  # objective binary, as LGBMClassifier answers it
+    np.testing.assert_allclose(got["probabilities"], np.column_stack([1 - p, p]), rtol=1e-9)
+    np.testing.assert_array_equal(got["label"], (p > 0.5).astype(np.int64))
 
 
 def test_sklearn_regressor(models_dir: Path, tmp_path: Path) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.polling import wait_for
 from zeroserve.serving.messages import FrameError, reader, recv_frame, send_frame
 from zeroserve.serving.worker import serve_replica
 from zeroserve.types import Arrays
@@ -106,14 +106,16 @@ def test_replica_stops_listening_when_its_owner_leaves_and_exits_after_the_rest(
     runtime.gate.set()
     other, other_stream = dial(address)
     owner.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # until the replica has seen its owner leave
+
+    def refuses_channels() -> bool:
         try:
             late, _ = dial(address)
         except (OSError, FrameError):  # refused, or reset while in the closing backlog
-            break
+            return True
         late.close()
-        time.sleep(0.01)
+        return False
+
+    wait_for(refuses_channels, 20, "the replica to see its owner leave", interval_s=0.01)
     with pytest.raises(OSError):
         dial(address)  # no new channels once the owner is gone
     send_frame(other, {"op": "predict", "id": 4}, rows(6.0))  # the rest still get answers

@@ -1,4 +1,5 @@
-"""The ledger on SQLite and PostgreSQL: keys hashed at rest, reserve/settle, concurrency."""
+"""The LLM ledger on real SQLite files and the local PostgreSQL: keys hashed at rest,
+reserve/settle, concurrent reservations from two ledgers (as two processes hold)."""
 
 from __future__ import annotations
 
