@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from zeroserve import __version__
-from zeroserve.cli import batch, cost, endpoints, jobs, models, monitor
+from zeroserve.cli import batch, cost, endpoints, jobs, llm, models, monitor
 from zeroserve.cli.client import fail, print_error
 from zeroserve.errors import ZeroserveError
 from zeroserve.settings import DEFAULT_PORT
@@ -26,6 +26,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(batch.app, name="batch")
 app.add_typer(cost.app, name="cost")
 monitor.register(app)
+app.add_typer(llm.app, name="llm")
 app.command()(endpoints.deploy)
 app.command()(endpoints.invoke)
 

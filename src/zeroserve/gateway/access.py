@@ -34,6 +34,8 @@ PREFLIGHTED_METHODS = {"PUT", "DELETE", "PATCH"}
 """Browsers preflight these, and we never answer a preflight with CORS headers."""
 LOOPBACK_NAMES = {"localhost", "localhost."}
 OPEN_PATHS = {"/healthz", "/v2/health/live"}
+LLM_ROUTES = {"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"}
+"""The LLM gateway checks its own keys there (virtual keys, and the server's data keys)."""
 
 
 class Need(Enum):
@@ -59,7 +61,7 @@ DEPLOY_PREFIXES = ("/api/models", "/api/deploy", "/api/endpoints")
 
 def needed(method: str, path: str) -> Need:
     """The scope a route needs; the table in docs/security.md lists it."""
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or path.rstrip("/") in LLM_ROUTES:
         return Need.OPEN
     if is_data_route(method, path) or path.startswith("/v1/jobs/"):
         return Need.INVOKE

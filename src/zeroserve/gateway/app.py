@@ -28,6 +28,8 @@ from zeroserve.gateway.peers import GatewayPeers
 from zeroserve.gateway.state import ServerState
 from zeroserve.jobs.async_service import AsyncService
 from zeroserve.jobs.batch_service import BatchService
+from zeroserve.llm import api as llm_api
+from zeroserve.llm.gateway import build_gateway
 from zeroserve.metrics import Metrics
 from zeroserve.outcomes import Outcomes
 from zeroserve.protocols import v2
@@ -226,6 +228,7 @@ def create_app(
         # (and /readyz says "loading") while models load.
         await controller.start()
         monitor.start()
+        await llm.service.start()
         if state.peers is not None:
             await state.peers.start()
         log.info(
@@ -243,6 +246,7 @@ def create_app(
                 await state.peers.stop()
             await batches.close()
             await monitor.stop()
+            await llm.service.stop()
             await controller.stop()
             await jobs.close()
 
@@ -254,11 +258,12 @@ def create_app(
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
+    llm = build_gateway(settings, metrics.registry, api)  # /v1/chat/completions, /v1/messages, ...
     gateway = DataPlane(
         controller,
         settings,
         metrics,
-        api,
+        llm,
         outcomes,
         [JsonProtocol(), V2Protocol(), AsyncProtocol(jobs)],
     )
@@ -288,5 +293,7 @@ def create_app(
     api.include_router(monitor_api.admin_router, prefix="/api", dependencies=guard)
     api.include_router(monitor_api.data_router, dependencies=[Depends(data_guard(settings))])
     api.include_router(ops_router())
+    api.state.llm = llm.service
+    api.include_router(llm_api.router, prefix="/api/llm", dependencies=guard)
     docs.mount_docs(api, "zeroserve API", "/api/openapi.json")
     return gateway

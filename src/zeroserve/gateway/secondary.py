@@ -27,6 +27,7 @@ from zeroserve.gateway.link import encode_line, read_first_line, read_lines
 from zeroserve.gateway.mirror import Mirror
 from zeroserve.gateway.monitor_peer import PeerMonitor
 from zeroserve.gateway.proxy import ControlProxy
+from zeroserve.llm.gateway import build_gateway
 from zeroserve.metrics import Metrics
 from zeroserve.outcomes import Outcomes
 from zeroserve.serving.zygote import die_with_parent
@@ -53,7 +54,8 @@ class SecondaryGateway:
             settings.batch_deadline_s,
         )
         self.proxy = ControlProxy(control_url)
-        self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.proxy, self.outcomes)
+        self.llm = build_gateway(settings, self.metrics.registry, self.proxy)
+        self.dataplane = DataPlane(self.mirror, settings, self.metrics, self.llm, self.outcomes)
         self.monitor = PeerMonitor(settings.resolved_artifact_url)
         self.dataplane.monitor = self.monitor
         self.server: uvicorn.Server | None = None
@@ -84,6 +86,7 @@ class SecondaryGateway:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen(reader)), loop.create_task(self._report())]
         self.monitor.start()
+        await self.llm.service.start()
         self.send({"op": "hello", "pid": os.getpid()})
         # Serve nothing before the routes are here: a request would find no endpoint.
         await asyncio.wait_for(self._first_state.wait(), FIRST_STATE_TIMEOUT_S)
@@ -93,6 +96,7 @@ class SecondaryGateway:
         for task in self._tasks:
             task.cancel()
         await self.mirror.stop()
+        await self.llm.service.stop()
         await self.proxy.aclose()
         await asyncio.to_thread(self.monitor.stop)
 
