@@ -20,6 +20,7 @@ import ctypes
 import gc
 import os
 import random
+import resource  # here, not in each child: an import after fork costs every cold start
 import signal
 import socket
 import sys
@@ -58,8 +59,6 @@ def limit_memory(limit_mb: int | None) -> None:
         fh.write("1000")
     if not limit_mb:
         return
-    import resource
-
     with contextlib.suppress(OSError, ValueError):
         with open("/proc/self/statm") as fh:
             size_bytes = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
