@@ -457,3 +457,34 @@ def test_an_endpoint_can_answer_only_the_label(served: tuple[Api, dict[str, Case
     )
     assert refused.status_code == 400
     assert "outputs ['score'] are not outputs of this model" in refused.json()["error"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_python_client_answers_like_the_library(
+    served: tuple[Api, dict[str, Case]], name: str
+) -> None:
+    """A DataFrame in (columns shuffled), a DataFrame out, equal to the library's own answer."""
+    from zeroserve import Client
+
+    api, cases = served
+    if name not in cases:
+        pytest.skip("the mlflow extra is not installed (pip install 'zeroserve[mlflow]')")
+    case = cases[name]
+    want = case.want(case.frame)
+    client = Client(api.url)
+    if name == "zipmap":  # an unnamed float matrix: an array in, arrays out
+        got = client.invoke(name, case.frame.to_numpy(np.float32))
+        same({k: np.asarray(v) for k, v in got.items()}, want)
+        return
+    shuffled = case.frame[list(reversed(case.frame.columns))]
+    answer = client.invoke(name, shuffled)
+    assert isinstance(answer, pd.DataFrame) and list(answer.index) == list(shuffled.index)
+    flat: dict[str, Any] = {}
+    for key, value in want.items():
+        if np.asarray(value).ndim == 2:  # a 2-D output comes back as key_0, key_1, ...
+            flat[key] = np.column_stack(
+                [answer[f"{key}_{i}"] for i in range(np.asarray(value).shape[1])]
+            )
+        else:
+            flat[key] = answer[key].to_numpy()
+    same(flat, want)
