@@ -336,9 +336,7 @@ class Pool:
         if self.batch_deadline_s is None:
             return await replica.predict(arrays)
         # A timer, not wait_for: that would start a task for every batch.
-        timer = asyncio.get_running_loop().call_later(
-            self.batch_deadline_s, self._hung, replica
-        )
+        timer = asyncio.get_running_loop().call_later(self.batch_deadline_s, self._hung, replica)
         try:
             return await replica.predict(arrays)
         finally:
