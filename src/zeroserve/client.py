@@ -59,7 +59,11 @@ def _error_classes() -> dict[str, type[ZeroserveError]]:
     todo: list[type[ZeroserveError]] = [ZeroserveError]
     while todo:
         cls = todo.pop()
-        found.setdefault(cls.code, cls)
+        # The public tree (errors.py) wins over a subsystem's class that shares its code.
+        current = found.get(cls.code)
+        public = cls.__module__ == "zeroserve.errors"
+        if current is None or (public and current.__module__ != "zeroserve.errors"):
+            found[cls.code] = cls
         todo.extend(cls.__subclasses__())
     return found
 

@@ -96,14 +96,20 @@ def fmt(x: float | int | Decimal) -> str:
     if d == d.to_integral_value():
         return f"{int(d):,}"
     if abs(d) >= 1:
-        text = f"{d.quantize(Decimal('0.0001'), ROUND_HALF_UP):,f}"
+        text = f"{d.quantize(Decimal('0.0001'), ROUND_HALF_UP, context=WIDE):,f}"
     else:
         text = format(Context(prec=6).create_decimal(d), "f")
     return text.rstrip("0").rstrip(".")
 
 
+EXACT_CONTAINERS = 2_000
+"""Beyond this many containers' worth of load, lifetime is the always-alive bound."""
+WIDE = Context(prec=80)
+"""Enough digits to round any bill to the cent."""
+
+
 def money(x: Decimal) -> str:
-    cents = x.quantize(CENT, ROUND_HALF_UP)
+    cents = x.quantize(CENT, ROUND_HALF_UP, context=WIDE)  # huge bills are still shown
     return f"-${-cents:,}" if cents < 0 else f"${cents:,}"
 
 
@@ -214,7 +220,7 @@ class _Bill:
         self._add(name, price, quantity, cost, formula)
 
     def _add(self, name: str, price: Price, quantity: Decimal, cost: Decimal, formula: str) -> None:
-        rounded = cost.quantize(CENT, ROUND_HALF_UP)
+        rounded = cost.quantize(CENT, ROUND_HALF_UP, context=WIDE)
         self.exact.append(cost)
         self.by_meter[price.meter] = self.by_meter.get(price.meter, Decimal(0)) + cost
         self.used.append(price.as_of)
@@ -246,7 +252,7 @@ class _Bill:
             self.items.append(
                 LineItem(
                     name="free credit",
-                    usd=-float(off.quantize(CENT, ROUND_HALF_UP)),
+                    usd=-float(off.quantize(CENT, ROUND_HALF_UP, context=WIDE)),
                     formula=f"min({money(credit.amount)} credit, {money(total)}) = {money(-off)}",
                     quantity=1.0,
                     unit="month",
@@ -278,7 +284,7 @@ class _Bill:
         self.items.append(
             LineItem(
                 name=f"{c.term} commitment",
-                usd=-float(off.quantize(CENT, ROUND_HALF_UP)),
+                usd=-float(off.quantize(CENT, ROUND_HALF_UP, context=WIDE)),
                 formula=(
                     f"{fmt(c.discount_pct)}% off {money(base)} of {', '.join(c.meters)} = "
                     f"{money(-off)}; you commit to {self.commitment}"
@@ -412,6 +418,14 @@ def lifetime(b: _Bill, capacity: Decimal, keep_warm_s: float, start_s: Decimal) 
         return Lifetime(Decimal(0), Decimal(0), Decimal(0), Decimal(0), 0, Decimal(0))
     s_f, r, cap, start = float(seconds), float(b.n / seconds), float(capacity), float(start_s)
     lam = r * float(b.d)
+    if lam / cap > EXACT_CONTAINERS:
+        # So busy that no container ever idles past its keep-warm: all are alive all
+        # month. Exact summing would take one step per container (a client could ask
+        # for 10^15); this bound is never below the exact sum, so bills stay monotone.
+        # Containers the exact sum could reach: the Poisson tail (TAIL_EPS) ends within 8 sigma.
+        reached = max(containers, math.ceil((lam + 8 * math.sqrt(lam)) / cap) + 1)
+        alive = max(dec(reached) * seconds, busy)
+        return Lifetime(busy, alive - busy, Decimal(0), alive, reached, Decimal(0))
     lo, tails = _poisson_tails(lam)
 
     def at_least(m: int) -> float:

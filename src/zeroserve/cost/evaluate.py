@@ -11,6 +11,7 @@ from zeroserve.cost.estimators import (
     COLD_P95_SHARE,
     ESTIMATORS,
     FORMULAS,
+    WIDE,
     Estimate,
     ImpossibleConfiguration,
     _Bill,
@@ -124,7 +125,7 @@ def _estimate(
     if explain:
         total = sum((Decimal(str(i.usd)) for i in bill.items), Decimal(0))
     else:
-        total = sum(bill.exact, Decimal(0)).quantize(Decimal("0.01"))
+        total = sum(bill.exact, Decimal(0)).quantize(Decimal("0.01"), context=WIDE)
     if opt is not None and opt.term_months and bill.commitment is None:
         m = opt.term_months
         bill.commitment = (

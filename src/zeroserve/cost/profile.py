@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from zeroserve.errors import BadRequest
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+LARGEST = 1e15
+"""Upper bound of every quantity: beyond it money arithmetic overflows; no workload is near it."""
+Positive = Annotated[float, Field(gt=0, le=LARGEST)]
+NonNegative = Annotated[float, Field(ge=0, le=LARGEST)]
 
 
 class WorkloadProfile(BaseModel):
@@ -32,22 +34,24 @@ class WorkloadProfile(BaseModel):
         description="compute seconds per request; LLM work may give self_host_tokens_per_s instead",
     )
     duration_s_by_target: dict[str, Positive] = Field(default_factory=dict)
-    memory_mb: Annotated[int, Field(ge=1)] = 1024
+    memory_mb: Annotated[int, Field(ge=1, le=int(LARGEST))] = 1024
     vcpus: Positive = 1.0
-    payload_in_bytes: Annotated[int, Field(ge=0)] = 0
-    payload_out_bytes: Annotated[int, Field(ge=0)] = 0
-    max_payload_bytes: Annotated[int, Field(ge=0)] | None = Field(
+    payload_in_bytes: Annotated[int, Field(ge=0, le=int(LARGEST))] = 0
+    payload_out_bytes: Annotated[int, Field(ge=0, le=int(LARGEST))] = 0
+    max_payload_bytes: Annotated[int, Field(ge=0, le=int(LARGEST))] | None = Field(
         None, description="largest request or response; default: the larger average"
     )
     peak_concurrency: Positive | None = Field(
         None,
         description="requests in flight at the busiest moment; default: average x peak_to_average",
     )
-    peak_to_average: Annotated[float, Field(ge=1)] = 1.0
+    peak_to_average: Annotated[float, Field(ge=1, le=LARGEST)] = 1.0
     replica_concurrency: Positive = Field(
         1.0, description="measured capacity: concurrent requests one replica serves within the SLA"
     )
-    min_instances: Annotated[int, Field(ge=1)] = Field(1, description="floor for always-on targets")
+    min_instances: Annotated[int, Field(ge=1, le=int(LARGEST))] = Field(
+        1, description="floor for always-on targets"
+    )
     gpu: str | None = Field(
         None, description="None: no GPU; 'any' or a type: T4, L4, A10G, A100, H100"
     )
@@ -60,8 +64,8 @@ class WorkloadProfile(BaseModel):
     )
     model_load_s: NonNegative = Field(0.0, description="added to every target's cold start")
     allow_async: bool = Field(False, description="clients accept asynchronous answers")
-    input_tokens_per_request: Annotated[int, Field(ge=0)] = 0
-    output_tokens_per_request: Annotated[int, Field(ge=0)] = 0
+    input_tokens_per_request: Annotated[int, Field(ge=0, le=int(LARGEST))] = 0
+    output_tokens_per_request: Annotated[int, Field(ge=0, le=int(LARGEST))] = 0
     self_host_tokens_per_s: Positive | None = Field(
         None, description="output tokens per second one GPU replica sustains (measured or given)"
     )
@@ -82,7 +86,7 @@ class WorkloadProfile(BaseModel):
         default_factory=dict,
         description="savings plan or reserved term per target: {aws.ec2.ondemand: 1yr-no-upfront}",
     )
-    log_bytes_per_request: Annotated[int, Field(ge=0)] = 256
+    log_bytes_per_request: Annotated[int, Field(ge=0, le=int(LARGEST))] = 256
     artifact_gb: NonNegative = 1.0
     instance_types: dict[str, str] = Field(
         default_factory=dict,

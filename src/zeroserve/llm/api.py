@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from zeroserve.llm.service import LLMService
@@ -17,17 +17,22 @@ def _svc(request: Request) -> LLMService:
     return request.app.state.llm  # type: ignore[no-any-return]
 
 
+MAX_BUDGET_USD = Decimal(10**9)
+"""A billion dollars: micro-dollars then still fit the ledger's 64-bit integers."""
+MAX_RATE = 10**9
+
+
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     team: str | None = None
-    budget_usd: Decimal | None = Field(None, ge=0)
-    rpm: int | None = Field(None, gt=0)
-    tpm: int | None = Field(None, gt=0)
-    models: list[str] | None = None
+    budget_usd: Decimal | None = Field(None, ge=0, le=MAX_BUDGET_USD)
+    rpm: int | None = Field(None, gt=0, le=MAX_RATE)
+    tpm: int | None = Field(None, gt=0, le=MAX_RATE)
+    models: list[str] | None = Field(None, max_length=1000)
 
 
 class TeamBudget(BaseModel):
-    budget_usd: Decimal | None = Field(None, ge=0)
+    budget_usd: Decimal | None = Field(None, ge=0, le=MAX_BUDGET_USD)
 
 
 def _micros(usd: Decimal | None) -> int | None:
@@ -124,7 +129,9 @@ async def usage(
 
 @router.get("/usage/rows")
 async def usage_rows(
-    request: Request, key: str | None = None, limit: int = 100
+    request: Request,
+    key: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most 1,000 rows")] = 100,
 ) -> list[dict[str, Any]]:
     svc = _svc(request)
     await svc.flush()

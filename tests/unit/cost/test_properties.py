@@ -98,3 +98,25 @@ def test_every_container_target_reports_its_lifetime(catalog: Catalog) -> None:
         assert e.alive_s is not None and e.alive_s >= e.busy_s
         lifetimes += 1
     assert lifetimes >= 20
+
+
+def test_huge_workloads_are_priced_at_once_and_stay_monotone(catalog: Catalog) -> None:
+    """Beyond EXACT_CONTAINERS the lifetime is a closed-form bound: fast, and never lower."""
+    from zeroserve.cost.estimators import EXACT_CONTAINERS
+
+    month = 730 * 3600
+    for target, option in CANDIDATES:
+        if not target.startswith(("modal", "gcp.cloudrun", "runpod", "replicate", "hf.")):
+            continue
+        # In-flight load just under and just over the switch, and absurdly far past it.
+        below = EXACT_CONTAINERS * 0.98 * month  # requests of 1 s in a month
+        bills = [
+            _cost(catalog, {}, target, option, n, 1.0)
+            for n in (below, below * 1.05, below * 10, 1e15)
+        ]
+        assert bills == sorted(bills), (target, option, bills)
+
+
+def test_absurd_values_are_refused_not_crashed() -> None:
+    with pytest.raises(ValueError, match="requests_per_month\n  Input should be less than"):
+        WorkloadProfile(requests_per_month=1e300, duration_s=0.1)
