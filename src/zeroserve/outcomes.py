@@ -46,12 +46,9 @@ class _Slot:
     def merge(self, row: SlotRow) -> None:
         _, requests, statuses, causes, latency = row
         self.requests += int(requests)
-        for k, n in statuses.items():
-            self.statuses[int(k)] = self.statuses.get(int(k), 0) + int(n)
-        for k, n in causes.items():
-            self.causes[str(k)] = self.causes.get(str(k), 0) + int(n)
-        for k, n in latency.items():
-            self.latency[int(k)] = self.latency.get(int(k), 0) + int(n)
+        _add(self.statuses, statuses, int)
+        _add(self.causes, causes, str)
+        _add(self.latency, latency, int)
 
     def row(self) -> SlotRow:
         """JSON-ready: the wire between processes has string keys only."""
@@ -62,6 +59,13 @@ class _Slot:
             self.causes,
             {str(k): n for k, n in self.latency.items()},
         ]
+
+
+def _add(into: dict[Any, int], counts: dict[Any, Any], key: Any) -> None:
+    """Add ``counts`` into ``into``, keys converted by ``key`` (JSON makes them strings)."""
+    for raw, n in counts.items():
+        k = key(raw)
+        into[k] = into.get(k, 0) + int(n)
 
 
 class OutcomeSeries:
@@ -114,12 +118,9 @@ class OutcomeSeries:
         causes: dict[str, int] = {}
         latency: dict[int, int] = {}
         for s in slots:
-            for k, n in s.statuses.items():
-                statuses[k] = statuses.get(k, 0) + n
-            for c, n in s.causes.items():
-                causes[c] = causes.get(c, 0) + n
-            for b, n in s.latency.items():
-                latency[b] = latency.get(b, 0) + n
+            _add(statuses, s.statuses, int)
+            _add(causes, s.causes, str)
+            _add(latency, s.latency, int)
         errors = sum(n for k, n in statuses.items() if k >= 500)
         client_errors = sum(n for k, n in statuses.items() if 400 <= k < 500)
         return WindowStats(

@@ -58,13 +58,11 @@ class AliasChange(BaseModel):
     version: int
 
 
-class DeployRequest(BaseModel):
-    """Deploy one model version as an endpoint (replacing its variants)."""
+class EndpointOptions(BaseModel):
+    """Scaling and limits a deploy or an update may set; left out means the default (deploy)
+    or the current value (update)."""
 
-    model: str
     ref: str | None = Field(None, description="version number, alias, 'latest' or '@stage'")
-    endpoint: str | None = Field(None, description="default: the model name")
-    mode: Mode = Mode.REALTIME
     min_replicas: int | None = Field(None, ge=0)
     max_replicas: int | None = Field(None, ge=1)
     provisioned: int | None = Field(None, ge=0)
@@ -77,6 +75,14 @@ class DeployRequest(BaseModel):
     max_batch_wait_ms: float | None = Field(None, ge=0)
     request_timeout_s: float | None = Field(None, gt=0)
     max_concurrency: int | None = Field(None, ge=1)
+
+
+class DeployRequest(EndpointOptions):
+    """Deploy one model version as an endpoint (replacing its variants)."""
+
+    model: str
+    endpoint: str | None = Field(None, description="default: the model name")
+    mode: Mode = Mode.REALTIME
     update: bool = Field(
         False, description="allow switching an existing endpoint to another model version"
     )
@@ -86,25 +92,12 @@ class DeployRequest(BaseModel):
     outputs: list[str] | None = Field(None, description='answer only these, e.g. ["label"]')
 
 
-class EndpointUpdate(BaseModel):
+class EndpointUpdate(EndpointOptions):
     """Change an endpoint in place; fields left out keep their values."""
 
-    ref: str | None = Field(None, description="version number, alias, 'latest' or '@stage'")
     follow: bool | None = Field(
         None, description="true: follow ref (an alias or '@stage'); false: pin the version"
     )
-    min_replicas: int | None = Field(None, ge=0)
-    max_replicas: int | None = Field(None, ge=1)
-    provisioned: int | None = Field(None, ge=0)
-    target_concurrency: float | None = Field(None, gt=0)
-    max_queue: int | None = Field(None, ge=1)
-    idle_timeout_s: float | None = Field(None, gt=0)
-    scale_down_delay_s: float | None = Field(None, ge=0)
-    memory_limit_mb: int | None = Field(None, ge=16)
-    max_batch_size: int | None = Field(None, ge=1)
-    max_batch_wait_ms: float | None = Field(None, ge=0)
-    request_timeout_s: float | None = Field(None, gt=0)
-    max_concurrency: int | None = Field(None, ge=1)
 
 
 SCALING_FIELDS = (
